@@ -1,0 +1,150 @@
+"""Process supervision for the local route: start detached, remember by pid, stop by pid.
+
+Each process `sandbox up` starts gets a JSON record ``<run_dir>/<name>.json`` (pid, argv,
+log file, start time). A record whose pid is gone (or now belongs to another program) is
+*stale*: it is reported and removed, never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class ProcessError(RuntimeError):
+    """A supervised process could not be started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    pid: int
+    argv: list[str]
+    log_path: str
+    started_s: float  # epoch seconds
+    marker: str  # a string that must appear in the process's command line (pid reuse guard)
+
+
+def _record_path(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.json"
+
+
+def read_record(run_dir: Path, name: str) -> ProcessRecord | None:
+    path = _record_path(run_dir, name)
+    try:
+        return ProcessRecord(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        path.unlink(missing_ok=True)  # a torn record: treat as stale
+        return None
+
+
+def pid_alive(pid: int, marker: str = "") -> bool:
+    """True if ``pid`` runs and (when given) its command line contains ``marker``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie has exited
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, IndexError):
+        return False
+    return marker in cmdline
+
+
+def running(run_dir: Path, name: str) -> ProcessRecord | None:
+    """The record of ``name`` if its process is alive; a stale record is removed."""
+    rec = read_record(run_dir, name)
+    if rec is None:
+        return None
+    if pid_alive(rec.pid, rec.marker):
+        return rec
+    _record_path(run_dir, name).unlink(missing_ok=True)
+    return None
+
+
+def spawn(
+    run_dir: Path,
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    marker: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ProcessRecord:
+    """Start ``argv`` detached (own session, so Ctrl-C in the shell does not reach it)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                cwd=cwd,
+            )
+        except OSError as exc:
+            raise ProcessError(f"cannot start {name}: {exc}") from exc
+    rec = ProcessRecord(name, proc.pid, list(argv), str(log_path), time.time(), marker)
+    tmp = _record_path(run_dir, name).with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(rec)))
+    tmp.replace(_record_path(run_dir, name))
+    return rec
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1
+) -> bool:
+    """Poll ``condition`` until it is true or ``timeout_s`` passes; returns the last result."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+
+
+def stop(run_dir: Path, name: str, timeout_s: float = 20.0) -> bool:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Returns False if it was not running."""
+    rec = running(run_dir, name)
+    if rec is None:
+        return False
+    try:
+        os.killpg(rec.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    _reap(rec.pid)
+    if not wait_until(lambda: not pid_alive(rec.pid, rec.marker) or _reap(rec.pid), timeout_s):
+        try:
+            os.killpg(rec.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_until(lambda: not pid_alive(rec.pid, rec.marker) or _reap(rec.pid), 5.0)
+    _record_path(run_dir, name).unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> bool:
+    """Collect ``pid`` if it is our exited child (tests spawn in-process); True if reaped."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == pid

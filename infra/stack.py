@@ -1,0 +1,129 @@
+"""The local stack: what `sandbox up`, `sandbox status` and `sandbox down` act on.
+
+Components are started in dependency order (Kafka, then its topics, then the services that
+consume them) and stopped in reverse. Each is a process remembered by pid (infra/processes.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from infra import processes
+from infra.kafka import KafkaConfig, KafkaError, LocalKafka, ensure_topics, is_ready
+from sandbox.settings import Settings
+from schemas import topics as roles
+
+
+def topic_plan(settings: Settings) -> list[NewTopic]:
+    """Every topic of the stack with its partitions and configs (created explicitly)."""
+    plan = [
+        (settings.events_topic, settings.events_partitions, roles.EVENTS),
+        (settings.titles_topic, 1, roles.TITLES),
+        (settings.dead_letter_topic, 1, roles.DEAD_LETTERS),
+    ]
+    return [
+        NewTopic(name, num_partitions=parts, replication_factor=1, config=dict(role.config))
+        for name, parts, role in plan
+    ]
+
+
+def topic_names(settings: Settings) -> dict[str, str]:
+    return {
+        roles.EVENTS.role: settings.events_topic,
+        roles.TITLES.role: settings.titles_topic,
+        roles.DEAD_LETTERS.role: settings.dead_letter_topic,
+    }
+
+
+def local_kafka(settings: Settings) -> LocalKafka:
+    return LocalKafka(KafkaConfig.from_settings(settings))
+
+
+def up(settings: Settings) -> list[str]:
+    """Start what is not running; returns a line per step for the user. Idempotent."""
+    said = []
+    if settings.kafka_bootstrap:
+        if not is_ready(settings.bootstrap_servers, timeout_s=10):
+            raise KafkaError(
+                f"SANDBOX_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} does not answer; "
+                "is that broker running?"
+            )
+        said.append(f"kafka: using the broker at {settings.bootstrap_servers}")
+    else:
+        kafka = local_kafka(settings)
+        already = kafka.record()
+        rec = kafka.start(timeout_s=settings.kafka_start_timeout_s)
+        verb = "already running" if already else "started"
+        said.append(f"kafka: {verb} (pid {rec.pid}) on {settings.bootstrap_servers}")
+    created = ensure_topics(settings.bootstrap_servers, topic_plan(settings))
+    if created:
+        said.append(f"topics: created {', '.join(sorted(created))}")
+    return said
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop every process `up` started, services before Kafka."""
+    said = []
+    for name in reversed(SERVICE_ORDER):
+        if processes.stop(settings.run_dir, name):
+            said.append(f"{name}: stopped")
+    if not said:
+        said.append("nothing was running")
+    return said
+
+
+# Start order of the supervised processes; later issues add the stream job and the sink.
+SERVICE_ORDER: list[str] = ["kafka"]
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    running: bool
+    healthy: bool
+    pid: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """What runs and whether it is healthy; the shape of `sandbox status --json`."""
+    components = []
+    rec = processes.running(settings.run_dir, "kafka")
+    reachable = is_ready(settings.bootstrap_servers, timeout_s=2.0)
+    topics: dict[str, Any] = {}
+    if reachable:
+        topics = _topic_details(settings)
+    components.append(
+        ComponentStatus(
+            "kafka",
+            running=bool(rec) or (reachable and bool(settings.kafka_bootstrap)),
+            healthy=reachable,
+            pid=rec.pid if rec else None,
+            detail={"bootstrap": settings.bootstrap_servers, "log": rec.log_path if rec else None},
+        )
+    )
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "state_dir": str(settings.state_dir.resolve()),
+        "topics": topic_names(settings),
+        "topic_details": topics,
+        "components": [c.__dict__ for c in components],
+    }
+
+
+def _topic_details(settings: Settings) -> dict[str, Any]:
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    try:
+        md = admin.list_topics(timeout=5)
+    except KafkaException:
+        return {}
+    out = {}
+    for role, name in topic_names(settings).items():
+        t = md.topics.get(name)
+        out[role] = {"name": name, "exists": t is not None,
+                     "partitions": len(t.partitions) if t is not None else 0}
+    return out

@@ -1,0 +1,74 @@
+"""Bounded reading of a topic: stop on a count, at the end of the partitions, or at a deadline.
+
+Used by the tools (`sandbox flow`, results, late) and by tests, so that no reader ever waits
+on a bare sleep. Every consumed message's ``error()`` is checked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+
+
+class ReadError(RuntimeError):
+    """The broker reported an error that is not the end of a partition."""
+
+
+def make_consumer(bootstrap: str, group: str, **overrides: Any) -> Consumer:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        **overrides,
+    }
+    return Consumer(config)
+
+
+def read_messages(
+    consumer: Consumer,
+    *,
+    max_messages: int | None = None,
+    timeout_s: float = 30.0,
+    stop_at_end: bool = False,
+    batch: int = 1000,
+) -> Iterator[Message]:
+    """Yield messages until ``max_messages``, the deadline, or (``stop_at_end``) until every
+    assigned partition has reported its end. The caller subscribes or assigns first."""
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    at_end: set[tuple[str, int]] = set()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        msgs = consumer.consume(batch, timeout=min(remaining, 0.5))
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add((msg.topic(), msg.partition()))
+                    continue
+                if err.fatal() or not err.retriable():
+                    raise ReadError(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+                continue
+            at_end.discard((msg.topic(), msg.partition()))
+            yield msg
+            seen += 1
+            if max_messages is not None and seen >= max_messages:
+                return
+        if stop_at_end:
+            assigned = _assignment(consumer)
+            if assigned and assigned <= at_end:
+                return
+
+
+def _assignment(consumer: Consumer) -> set[tuple[str, int]]:
+    try:
+        return {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    except KafkaException:
+        return set()

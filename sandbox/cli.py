@@ -1,0 +1,251 @@
+"""`sandbox`: the one command that starts, feeds, watches and stops the pipeline.
+
+Settings are built once here, from SANDBOX_* environment variables, and passed down.
+A bad argument gets one line on stderr and exit code 2; an operational failure (broker not
+running, port in use) gets one line and exit code 1; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+# typer 0.29 vendors click and exports no public UsageError; typer is pinned (pyproject).
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+from infra import stack
+from infra.kafka import KafkaError
+from infra.processes import ProcessError
+from sandbox.durations import parse_duration_ms
+from sandbox.settings import Settings
+
+app = typer.Typer(
+    name="sandbox",
+    help="A laptop-sized Netflix-style event pipeline: Kafka, a Faust stream job, Iceberg.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+class SandboxError(RuntimeError):
+    """An operational failure the user can act on; printed as one line, exit code 1."""
+
+
+OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (
+    SandboxError, KafkaError, ProcessError, OSError,
+)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.find_root().obj
+    return settings
+
+
+def duration_ms(text: str) -> int:
+    try:
+        return parse_duration_ms(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.callback()
+def root(ctx: typer.Context) -> None:
+    """Settings come from SANDBOX_* environment variables (see the README's table)."""
+    try:
+        ctx.obj = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "SANDBOX_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise UsageError(f"{name}: {first['msg']}") from exc
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start the local stack (Kafka in KRaft mode, topics, the title catalog). Idempotent."""
+    settings = _settings(ctx)
+    with console.status("starting the local stack (first run fetches the Kafka jars)..."):
+        lines = stack.up(settings)
+        from producers.run import publish_catalog
+
+        n = publish_catalog(settings)
+    for line in lines:
+        console.print(line)
+    console.print(f"titles: {n} titles published to {settings.titles_topic}")
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop every process `sandbox up` started."""
+    for line in stack.down(_settings(ctx)):
+        console.print(line)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What runs, whether it is healthy, the bootstrap address and the topic names."""
+    report = stack.status(_settings(ctx))
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    table = Table(title=f"sandbox @ {report['bootstrap_servers']}")
+    for col in ("component", "running", "healthy", "pid"):
+        table.add_column(col)
+    for c in report["components"]:
+        table.add_row(c["name"], _yes(c["running"]), _yes(c["healthy"]), str(c["pid"] or "-"))
+    console.print(table)
+    for role, info in report["topic_details"].items():
+        where = f"{info['partitions']} partitions" if info["exists"] else "missing"
+        console.print(f"topic {role}: {info['name']} ({where})")
+    if not any(c["healthy"] for c in report["components"]):
+        raise typer.Exit(1)
+
+
+def _yes(flag: bool) -> str:
+    return "[green]yes[/]" if flag else "[red]no[/]"
+
+
+@app.command()
+def produce(
+    ctx: typer.Context,
+    events: Annotated[
+        int | None, typer.Option(min=1, help="Stop after exactly N events.")
+    ] = None,
+    duration: Annotated[
+        str | None,
+        typer.Option(help="How much event time to simulate, e.g. 30s, 10m, 7d."),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Real time: target events/s (event time = now)."),
+    ] = None,
+    backfill: Annotated[
+        str | None,
+        typer.Option(
+            help="Backfill from this UTC start (ISO date/time, e.g. 2026-11-16), as fast as "
+            "possible, instead of real time."
+        ),
+    ] = None,
+    clients: Annotated[int, typer.Option(min=1, help="Concurrent playback sessions.")] = 200,
+    countries: Annotated[
+        str | None, typer.Option(help="Comma-separated ISO codes, e.g. US,GB,BR (default: all).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same events.")] = 42,
+    ground_truth: Annotated[
+        str | None, typer.Option(help="Also write every produced event to this JSONL file.")
+    ] = None,
+    partition: Annotated[
+        int | None, typer.Option(min=0, help="Pin every event to one partition.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run simulated clients: real time at --rate, or --backfill a past span as fast as possible."""
+    from producers.run import ProduceRequest, parse_countries, parse_start, run_produce
+
+    settings = _settings(ctx)
+    if events is None and duration is None:
+        raise UsageError("give --events N and/or --duration D (e.g. --duration 30s)")
+    try:
+        request = ProduceRequest(
+            events=events,
+            duration_ms=duration_ms(duration) if duration else None,
+            rate=rate,
+            backfill_start_ms=parse_start(backfill) if backfill else None,
+            clients=clients,
+            countries=parse_countries(countries),
+            seed=seed,
+            ground_truth=ground_truth,
+            partition=partition,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    summary = run_produce(settings, request, console=console if progress else None)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(
+            f"sent {summary['sent']}  acked {summary['acked']}  failed {summary['failed']}  "
+            f"in {summary['elapsed_s']:.1f}s ({summary['events_per_s']:,.0f} events/s) "
+            f"to {settings.events_topic}"
+        )
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def flow(
+    ctx: typer.Context,
+    seconds: Annotated[float, typer.Option(min=0.1, help="How long to watch.")] = 10.0,
+    until_caught_up: Annotated[
+        bool, typer.Option(help="Stop as soon as every partition has been read to its end.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final counts as JSON.")] = False,
+) -> None:
+    """Events flowing: a live count per country and event type, read back from Kafka."""
+    from sandbox.flow_view import watch_flow
+
+    settings = _settings(ctx)
+    tally = watch_flow(
+        settings,
+        group=f"sandbox-flow-{uuid.uuid4().hex[:8]}",
+        seconds=seconds,
+        stop_at_end=until_caught_up,
+        console=None if as_json else console,
+    )
+    if as_json:
+        print(json.dumps(tally.as_dict(), indent=2))
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    seconds: Annotated[float, typer.Option(min=1, help="How long the clients play.")] = 20.0,
+    rate: Annotated[float, typer.Option(min=1, help="Target events/s.")] = 2_000.0,
+) -> None:
+    """The whole pipeline in one command: start the stack, run clients, show what flows."""
+    from sandbox.flow_view import run_demo
+
+    settings = _settings(ctx)
+    for line in stack.up(settings):
+        console.print(line)
+    run_demo(settings, seconds=seconds, rate=rate, console=console)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors are one line + exit 2, operational errors exit 1."""
+    command = typer.main.get_command(app)
+    try:
+        result: Any = command.main(args=argv, prog_name="sandbox", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else "see: sandbox --help", file=sys.stderr)
+        sys.exit(2)
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "sandbox"
+        message = " ".join(exc.format_message().split())
+        print(f"{where}: error: {message} (see {where} --help)", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("sandbox: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except OPERATIONAL_ERRORS as exc:
+        # A broker start-up failure carries the log tail on purpose; others are one line.
+        message = str(exc) if isinstance(exc, KafkaError) else " ".join(str(exc).split())
+        print(f"sandbox: {message}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Every topic role, its schema and its serializer, declared once.
+
+Topic *names* and partition counts are settings (``Settings.events_topic`` ...), so a learner
+can rename them; what a role carries is declared here, and producers, the pipeline and the
+tools all import these declarations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+from schemas.codec import AvroCodec
+
+
+@dataclass(frozen=True)
+class TopicRole:
+    role: str
+    schema: str | None  # schema name in schemas/avro, None for raw bytes (dead letters)
+    key: str  # what the message key is
+    config: dict[str, str] = field(default_factory=dict)  # topic configs set at creation
+
+
+EVENTS = TopicRole("events", "playback_event", key="session_id (UTF-8): a session stays in order")
+TITLES = TopicRole(
+    "titles",
+    "title",
+    key="title_id (UTF-8)",
+    config={"cleanup.policy": "compact"},  # a table: the latest record per title survives
+)
+DEAD_LETTERS = TopicRole(
+    "dead_letters",
+    None,
+    key="the original key; value = the original bytes; headers name the source and the error",
+)
+
+
+@cache
+def codec(schema: str, timestamps: str = "datetime") -> AvroCodec:
+    """The shared codec of a schema (one per process; AvroCodec reuses its buffer)."""
+    return AvroCodec(schema, timestamps=timestamps)
+
+
+def events_codec(timestamps: str = "datetime") -> AvroCodec:
+    return codec(EVENTS.schema or "", timestamps)
+
+
+def titles_codec() -> AvroCodec:
+    return codec(TITLES.schema or "")

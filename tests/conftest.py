@@ -1,0 +1,81 @@
+"""Shared fixtures: one real Kafka broker per test session, own topics and groups per test.
+
+The broker is started by the same code as `sandbox up` (infra.kafka.LocalKafka) on free
+ports, with its state in a temporary directory; the Kafka jars come from the project's cache
+(``.sandbox/kafka-libs``, filled by `make setup`), fetched with Maven if missing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from infra.kafka import KafkaConfig, LocalKafka, ensure_topics
+from infra.stack import topic_plan
+from sandbox.settings import ENV_PREFIX, Settings
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_LIBS = REPO / ".sandbox" / "kafka-libs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads a developer's SANDBOX_* variables or their .sandbox state directory."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaConfig]:
+    cfg = KafkaConfig(
+        state_dir=tmp_path_factory.mktemp("kafka-state"),
+        libs_dir=KAFKA_LIBS,
+        port=free_port(),
+        controller_port=free_port(),
+        heap_mb=512,
+    )
+    broker = LocalKafka(cfg)
+    broker.start(timeout_s=90)
+    try:
+        yield cfg
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def settings(kafka_broker: KafkaConfig, tmp_path: Path) -> Settings:
+    """Settings for one test: the session broker, a private state dir, topics of its own."""
+    suffix = uuid.uuid4().hex[:8]
+    s = Settings(
+        state_dir=tmp_path / ".sandbox",
+        kafka_bootstrap=kafka_broker.bootstrap,
+        events_topic=f"events-{suffix}",
+        titles_topic=f"titles-{suffix}",
+        dead_letter_topic=f"dead-letters-{suffix}",
+    )
+    ensure_topics(s.bootstrap_servers, topic_plan(s))
+    return s
+
+
+@pytest.fixture
+def group_id() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def admin(kafka_broker: KafkaConfig) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
