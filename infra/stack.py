@@ -6,6 +6,9 @@ consume them) and stopped in reverse. Each is a process remembered by pid (infra
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,9 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
         (settings.events_topic, settings.events_partitions, roles.EVENTS),
         (settings.titles_topic, 1, roles.TITLES),
         (settings.dead_letter_topic, 1, roles.DEAD_LETTERS),
+        (settings.viewing_metrics_topic, settings.events_partitions, roles.VIEWING_METRICS),
+        (settings.late_events_topic, 1, roles.LATE_EVENTS),
+        (settings.job_status_topic, 1, roles.JOB_STATUS),
     ]
     return [
         NewTopic(name, num_partitions=parts, replication_factor=1, config=dict(role.config))
@@ -36,6 +42,9 @@ def topic_names(settings: Settings) -> dict[str, str]:
         roles.EVENTS.role: settings.events_topic,
         roles.TITLES.role: settings.titles_topic,
         roles.DEAD_LETTERS.role: settings.dead_letter_topic,
+        roles.VIEWING_METRICS.role: settings.viewing_metrics_topic,
+        roles.LATE_EVENTS.role: settings.late_events_topic,
+        roles.JOB_STATUS.role: settings.job_status_topic,
     }
 
 
@@ -62,22 +71,61 @@ def up(settings: Settings) -> list[str]:
     created = ensure_topics(settings.bootstrap_servers, topic_plan(settings))
     if created:
         said.append(f"topics: created {', '.join(sorted(created))}")
+    for service in SERVICES:
+        said.append(start_service(settings, service))
     return said
+
+
+@dataclass(frozen=True)
+class Service:
+    """A long-running process of the local stack, started as `sandbox <command>`.
+
+    The same entry point runs in the foreground (`sandbox worker`) and in compose.
+    """
+
+    name: str
+    command: list[str]  # arguments after `sandbox`, e.g. ["worker"]
+    healthy: Callable[[Settings], bool] = lambda _s: True
+
+
+SERVICES: list[Service] = []  # appended by the stream job and the lake sink, in start order
+
+
+def start_service(settings: Settings, service: Service) -> str:
+    rec = processes.running(settings.run_dir, service.name)
+    if rec is not None:
+        return f"{service.name}: already running (pid {rec.pid})"
+    # The child builds its own Settings from the same environment; pass ours explicitly so
+    # that values given to this process (e.g. by a test) reach it even if not exported.
+    env = {**os.environ, **settings_env(settings)}
+    marker = f"--service-name={service.name}"
+    argv = [sys.executable, "-m", "sandbox.cli", *service.command]
+    rec = processes.spawn(
+        settings.run_dir, service.name, [*argv[:3], marker, *argv[3:]],
+        log_path=settings.run_dir / f"{service.name}.log", marker=marker, env=env,
+    )
+    return f"{service.name}: started (pid {rec.pid}), log {rec.log_path}"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that rebuild ``settings`` in a child process."""
+    out = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            out[f"SANDBOX_{name.upper()}"] = str(value)
+    return out
 
 
 def down(settings: Settings) -> list[str]:
     """Stop every process `up` started, services before Kafka."""
     said = []
-    for name in reversed(SERVICE_ORDER):
+    for name in [*(s.name for s in reversed(SERVICES)), "kafka"]:
         if processes.stop(settings.run_dir, name):
             said.append(f"{name}: stopped")
     if not said:
         said.append("nothing was running")
     return said
-
-
-# Start order of the supervised processes; later issues add the stream job and the sink.
-SERVICE_ORDER: list[str] = ["kafka"]
 
 
 @dataclass
@@ -106,6 +154,16 @@ def status(settings: Settings) -> dict[str, Any]:
             detail={"bootstrap": settings.bootstrap_servers, "log": rec.log_path if rec else None},
         )
     )
+    for service in SERVICES:
+        srec = processes.running(settings.run_dir, service.name)
+        components.append(
+            ComponentStatus(
+                service.name, running=srec is not None,
+                healthy=srec is not None and reachable and service.healthy(settings),
+                pid=srec.pid if srec else None,
+                detail={"log": srec.log_path if srec else None},
+            )
+        )
     return {
         "bootstrap_servers": settings.bootstrap_servers,
         "state_dir": str(settings.state_dir.resolve()),

@@ -504,12 +504,13 @@ class Simulator:
         title_id, runtime, pos, stop = plan
         session_id = _uuid4(getrandbits)
         br = ladder[level]
+        p_full = 1.0 - exp(-rate_int * hb)  # P(pause or stall) in a full heartbeat interval
         t0 = t
         since_hb = 0
         if warm_elapsed is None:
             seq = 0
             if t >= skip:
-                h = "%032x" % (getrandbits(128) & M | V)
+                h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                 yield {
                     "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
                     "event_type": "PLAY", "event_time": t, "session_id": session_id,
@@ -533,7 +534,7 @@ class Simulator:
             if rem < chunk:
                 chunk = rem
             u = random_()
-            p_int = 1.0 - exp(-rate_int * chunk)
+            p_int = p_full if chunk == hb else 1.0 - exp(-rate_int * chunk)
             if u >= p_int:
                 # uninterrupted playback up to the next heartbeat or the stop position
                 pos += chunk
@@ -547,7 +548,7 @@ class Simulator:
                         level += 1
                         br = ladder[level]
                 if t >= skip:
-                    h = "%032x" % (getrandbits(128) & M | V)
+                    h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                     yield {
                         "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
                         "event_type": etype, "event_time": t, "session_id": session_id,
@@ -575,7 +576,7 @@ class Simulator:
                         level = 0
                     br = ladder[level]
                 if t >= skip:
-                    h = "%032x" % (getrandbits(128) & M | V)
+                    h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                     yield {
                         "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
                         "event_type": etype, "event_time": t, "session_id": session_id,
@@ -592,7 +593,7 @@ class Simulator:
             # PAUSE, then resume (PLAY) or give up (STOP) after the pause
             t += w
             if t >= skip:
-                h = "%032x" % (getrandbits(128) & M | V)
+                h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                 yield {
                     "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
                     "event_type": "PAUSE", "event_time": t, "session_id": session_id,
@@ -608,7 +609,7 @@ class Simulator:
             t += pause
             etype = "STOP" if random_() < 0.12 else "PLAY"
             if t >= skip:
-                h = "%032x" % (getrandbits(128) & M | V)
+                h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                 yield {
                     "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
                     "event_type": etype, "event_time": t, "session_id": session_id,

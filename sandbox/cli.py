@@ -23,6 +23,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from infra import stack
 from infra.kafka import KafkaError
 from infra.processes import ProcessError
+from sandbox import commands_lake, commands_stream
 from sandbox.durations import parse_duration_ms
 from sandbox.settings import Settings
 
@@ -58,7 +59,13 @@ def duration_ms(text: str) -> int:
 
 
 @app.callback()
-def root(ctx: typer.Context) -> None:
+def root(
+    ctx: typer.Context,
+    service_name: Annotated[
+        str | None,
+        typer.Option(hidden=True, help="Set by `sandbox up` to recognise its own processes."),
+    ] = None,
+) -> None:
     """Settings come from SANDBOX_* environment variables (see the README's table)."""
     try:
         ctx.obj = Settings()
@@ -221,6 +228,10 @@ def demo(
     for line in stack.up(settings):
         console.print(line)
     run_demo(settings, seconds=seconds, rate=rate, console=console)
+
+
+commands_stream.register(app)
+commands_lake.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

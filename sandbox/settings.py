@@ -48,6 +48,43 @@ class Settings(BaseSettings):
         "dead-letters", description="Undecodable or invalid records, with their context."
     )
 
+    viewing_metrics_topic: str = Field(
+        "viewing-metrics", description="Windowed metric panes from the stream job (Avro)."
+    )
+    late_events_topic: str = Field(
+        "late-events", description="Events too late for their window (Avro, with lateness)."
+    )
+    job_status_topic: str = Field(
+        "stream-job-status", description="Stream job watermarks per partition and counters."
+    )
+
+    # --- stream job (event time) --------------------------------------------------------
+    window_size_ms: int = Field(60_000, gt=0, description="Tumbling window size.")
+    out_of_orderness_ms: int = Field(
+        10_000, ge=0, description="Watermark = max event time seen - this (per partition)."
+    )
+    allowed_lateness_ms: int = Field(
+        120_000, ge=0, description="A fired window still accepts late data for this long."
+    )
+    idle_timeout_ms: int = Field(
+        60_000, gt=0, description="A partition silent this long stops holding the watermark."
+    )
+    worker_web_port: int = Field(6066, ge=1, le=65535, description="Faust worker web port.")
+
+    # --- lakehouse (Iceberg) ------------------------------------------------------------
+    catalog_type: str = Field("sql", description="Iceberg catalog: sql (SQLite file) or rest.")
+    catalog_uri: str | None = Field(
+        None,
+        description="Catalog URI. sql: unset = sqlite:///<state_dir>/catalog.db; "
+        "rest: e.g. http://127.0.0.1:8181.",
+    )
+    warehouse: str | None = Field(
+        None, description="Warehouse location. Unset: file://<state_dir>/warehouse."
+    )
+    catalog_namespace: str = Field("sandbox", description="Iceberg namespace of every table.")
+    sink_batch_rows: int = Field(50_000, gt=0, description="Sink commits at most this many rows.")
+    sink_batch_ms: int = Field(5_000, gt=0, description="...or after this long (processing time).")
+
     @property
     def bootstrap_servers(self) -> str:
         if self.kafka_bootstrap:

@@ -34,6 +34,21 @@ DEAD_LETTERS = TopicRole(
     key="the original key; value = the original bytes; headers name the source and the error",
 )
 
+VIEWING_METRICS = TopicRole(
+    "viewing_metrics",
+    "viewing_metric",
+    key="window_start|title_id|country (UTF-8): the latest revision of a pane wins",
+)
+LATE_EVENTS = TopicRole(
+    "late_events", "late_event", key="the original event's key (session_id)"
+)
+JOB_STATUS = TopicRole(
+    "job_status",
+    None,
+    key="worker id; value = JSON: watermark per partition and counters",
+    config={"cleanup.policy": "compact"},
+)
+
 
 @cache
 def codec(schema: str, timestamps: str = "datetime") -> AvroCodec:
