@@ -115,7 +115,7 @@ _NETWORK_TOP = {"WIFI": 11, "ETHERNET": 11, "CELLULAR": 7, "UNKNOWN": 9}
 
 #: Mean minutes of playback between rebuffering stalls, per network, divided
 #: by a device factor and a country factor.
-_STALL_MEAN_MIN = {"ETHERNET": 90.0, "WIFI": 35.0, "CELLULAR": 8.0, "UNKNOWN": 25.0}
+_STALL_MEAN_MIN = {"ETHERNET": 180.0, "WIFI": 75.0, "CELLULAR": 15.0, "UNKNOWN": 45.0}
 _STALL_DEVICE = {"MOBILE": 1.6, "TABLET": 1.2, "WEB": 1.0, "TV": 0.85, "CONSOLE": 0.85}
 _STALL_COUNTRY = {"IN": 1.8, "NG": 2.2, "ZA": 1.6, "BR": 1.4, "MX": 1.3, "AR": 1.3, "TR": 1.3}
 _PAUSE_MEAN_MIN = 45.0  # minutes of playback between pauses
@@ -181,7 +181,7 @@ class Simulator:
         catalog: Catalog,
         seed: int = 0,
         clients: float = 1000,
-        countries: Sequence[str] | None = None,
+        countries: Sequence[str] | str | None = None,
         start_ms: int | None = None,
         *,
         rate: float | None = None,
@@ -200,6 +200,8 @@ class Simulator:
         self.diurnal = diurnal
         if countries is None:
             countries = catalog.countries
+        elif isinstance(countries, str):
+            countries = [c for c in countries.split(",") if c.strip()]
         countries = tuple(dict.fromkeys(c.strip().upper() for c in countries))
         unknown = [c for c in countries if c not in catalog.timezones]
         if not countries or unknown:
