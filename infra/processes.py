@@ -31,6 +31,11 @@ class ProcessRecord:
     marker: str  # a string that must appear in the process's command line (pid reuse guard)
 
 
+# Children started by this process, kept so they can be reaped (a dropped Popen of a running
+# child raises ResourceWarning). Processes started by another `sandbox` process are not here.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _record_path(run_dir: Path, name: str) -> Path:
     return run_dir / f"{name}.json"
 
@@ -101,6 +106,7 @@ def spawn(
             )
         except OSError as exc:
             raise ProcessError(f"cannot start {name}: {exc}") from exc
+    _CHILDREN[proc.pid] = proc
     rec = ProcessRecord(name, proc.pid, list(argv), str(log_path), time.time(), marker)
     tmp = _record_path(run_dir, name).with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(rec)))
@@ -143,8 +149,8 @@ def stop(run_dir: Path, name: str, timeout_s: float = 20.0) -> bool:
 
 def _reap(pid: int) -> bool:
     """Collect ``pid`` if it is our exited child (tests spawn in-process); True if reaped."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
+    child = _CHILDREN.get(pid)
+    if child is None or child.poll() is None:
         return False
-    return done == pid
+    del _CHILDREN[pid]
+    return True

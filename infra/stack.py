@@ -52,7 +52,7 @@ def local_kafka(settings: Settings) -> LocalKafka:
     return LocalKafka(KafkaConfig.from_settings(settings))
 
 
-def up(settings: Settings) -> list[str]:
+def up(settings: Settings, *, services: bool = True) -> list[str]:
     """Start what is not running; returns a line per step for the user. Idempotent."""
     said = []
     if settings.kafka_bootstrap:
@@ -71,7 +71,7 @@ def up(settings: Settings) -> list[str]:
     created = ensure_topics(settings.bootstrap_servers, topic_plan(settings))
     if created:
         said.append(f"topics: created {', '.join(sorted(created))}")
-    for service in SERVICES:
+    for service in SERVICES if services else []:
         said.append(start_service(settings, service))
     return said
 

@@ -61,14 +61,14 @@ class Publisher:
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {"on_delivery": self._on_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers:
-            kwargs["headers"] = headers
+        # -1 is librdkafka's "unassigned": the partitioner (murmur2 of the key) decides.
+        target = -1 if partition is None else partition
         while True:
             try:
-                self._producer.produce(topic, value, key, **kwargs)
+                self._producer.produce(
+                    topic, value, key, partition=target, on_delivery=self._on_delivery,
+                    headers=headers,
+                )
                 break
             except BufferError:
                 # Local queue full: serve delivery reports until there is room.

@@ -20,7 +20,8 @@ Model
   countries.
 * ``clients`` is the mean number of concurrently active sessions over a day,
   all selected countries together.  Instantaneous concurrency follows the
-  diurnal curves (in one country it swings from ~0.15x to ~2x that mean).
+  diurnal curves (in one country the session start rate swings from ~0.15x to
+  ~2.5x its daily mean; concurrency lags it by the ~1 h session length).
   By Little's law the arrival rate is ``clients / E[session duration]``;
   ``E[duration]`` and ``E[events per session]`` are calibrated by a small pilot
   run at construction.  Alternatively ``rate=R`` scales arrivals so that the
@@ -43,8 +44,11 @@ Model
   ``heartbeat_s`` of playback -> optional PAUSE (then PLAY to resume, or STOP
   while paused) -> BUFFER after a rebuffering stall (``buffer_ms`` = stall,
   more frequent on CELLULAR / MOBILE, followed by an adaptive bitrate step
-  down; a user may also STOP during a stall) -> STOP when the planned amount is
-  watched (abandonment) or the position reaches ``runtime_ms`` (finished).
+  down; a user may also STOP during a stall, that STOP then carries the stall
+  in ``buffer_ms``) -> STOP when the planned amount is watched (abandonment) or
+  the position reaches ``runtime_ms`` (finished).  Sessions still running at
+  ``end_ms`` simply have no STOP in the output (a longer run continues them:
+  a shorter backfill is an exact prefix of a longer one with the same seed).
 
 Per-session invariants (tested): ``seq`` = 0, 1, 2, ...; ``position_ms`` of an
 event = previous position + ``watched_ms`` and <= runtime; and
@@ -209,7 +213,7 @@ class Simulator:
         self.countries: tuple[str, ...] = countries
         shares = [COUNTRY_SHARES.get(c, 0.01) for c in countries]
         total = sum(shares)
-        self.country_shares = {c: s / total for c, s in zip(countries, shares)}
+        self.country_shares = {c: s / total for c, s in zip(countries, shares, strict=True)}
         self._country_cum = _cum([self.country_shares[c] for c in countries])
 
         self._diurnal_curve = self._minute_curve()
@@ -348,8 +352,8 @@ class Simulator:
         off = self._offsets.get(key)
         if off is None:
             tz = self.catalog.timezone(country)
-            dt = datetime.fromtimestamp(hour * 3600, tz)
-            off = int(dt.utcoffset().total_seconds() * 1000)
+            delta = datetime.fromtimestamp(hour * 3600, tz).utcoffset()
+            off = int(delta.total_seconds() * 1000) if delta is not None else 0
             if len(self._offsets) > 100_000:
                 self._offsets.clear()
             self._offsets[key] = off
@@ -383,7 +387,7 @@ class Simulator:
     def title_weights(self, country: str, day: int) -> dict[str, float]:
         """Popularity weight of each title watchable in ``country`` on UTC day ``day`` (days since epoch)."""
         ids, _, weights = self._table_parts(country, day)
-        return dict(zip(ids, weights))
+        return dict(zip(ids, weights, strict=True))
 
     def _table_parts(self, country: str, day: int):
         ids, runtimes, weights = [], [], []

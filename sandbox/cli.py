@@ -76,11 +76,18 @@ def root(
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
+def up(
+    ctx: typer.Context,
+    services: Annotated[
+        bool,
+        typer.Option(help="Also start the stream worker and the lake sink as local processes "
+                     "(compose runs them as containers of their own: --no-services)."),
+    ] = True,
+) -> None:
     """Start the local stack (Kafka in KRaft mode, topics, the title catalog). Idempotent."""
     settings = _settings(ctx)
     with console.status("starting the local stack (first run fetches the Kafka jars)..."):
-        lines = stack.up(settings)
+        lines = stack.up(settings, services=services)
         from producers.run import publish_catalog
 
         n = publish_catalog(settings)
@@ -101,11 +108,15 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """What runs, whether it is healthy, the bootstrap address and the topic names."""
+    """What runs, whether it is healthy, the bootstrap address and the topic names.
+
+    Exit code 0 when Kafka answers, 1 when it does not.
+    """
     report = stack.status(_settings(ctx))
+    healthy = any(c["healthy"] for c in report["components"])
     if as_json:
         print(json.dumps(report, indent=2, default=str))
-        return
+        raise typer.Exit(0 if healthy else 1)
     table = Table(title=f"sandbox @ {report['bootstrap_servers']}")
     for col in ("component", "running", "healthy", "pid"):
         table.add_column(col)
@@ -115,7 +126,7 @@ def status(
     for role, info in report["topic_details"].items():
         where = f"{info['partitions']} partitions" if info["exists"] else "missing"
         console.print(f"topic {role}: {info['name']} ({where})")
-    if not any(c["healthy"] for c in report["components"]):
+    if not healthy:
         raise typer.Exit(1)
 
 

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         9093, ge=1, le=65535, description="Local KRaft controller port."
     )
     kafka_heap_mb: int = Field(512, ge=128, description="Local broker JVM heap (MiB).")
+    kafka_libs: Path | None = Field(
+        None, description="Where the Kafka jars are cached. Unset: <state_dir>/kafka-libs."
+    )
     kafka_start_timeout_s: float = Field(60.0, gt=0, description="How long `up` waits.")
 
     # --- topics --------------------------------------------------------------------------
@@ -70,6 +73,14 @@ class Settings(BaseSettings):
         60_000, gt=0, description="A partition silent this long stops holding the watermark."
     )
     worker_web_port: int = Field(6066, ge=1, le=65535, description="Faust worker web port.")
+    stream_job_id: str = Field(
+        "sandbox-stream-job",
+        description="Faust app id of the stream job: its consumer group and the prefix of its "
+        "changelog topics. A new id starts the job from scratch.",
+    )
+    max_event_future_ms: int = Field(
+        3_600_000, ge=0, description="An event time further ahead of the wall clock is invalid."
+    )
 
     # --- lakehouse (Iceberg) ------------------------------------------------------------
     catalog_type: str = Field("sql", description="Iceberg catalog: sql (SQLite file) or rest.")
@@ -93,7 +104,7 @@ class Settings(BaseSettings):
 
     @property
     def kafka_libs_dir(self) -> Path:
-        return self.state_dir / "kafka-libs"
+        return self.kafka_libs or self.state_dir / "kafka-libs"
 
     @property
     def run_dir(self) -> Path:

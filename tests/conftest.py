@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +69,18 @@ def settings(kafka_broker: KafkaConfig, tmp_path: Path) -> Settings:
     )
     ensure_topics(s.bootstrap_servers, topic_plan(s))
     return s
+
+
+@pytest.fixture
+def port_factory() -> Callable[[], int]:
+    """A function returning a currently free loopback port."""
+    return free_port
+
+
+@pytest.fixture(scope="session")
+def kafka_libs() -> Path:
+    """The shared cache of Kafka jars (filled by `make setup`)."""
+    return KAFKA_LIBS
 
 
 @pytest.fixture

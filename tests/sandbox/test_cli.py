@@ -1,0 +1,73 @@
+"""The `sandbox` console script: help everywhere, one-line errors, exit code 2 for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+SANDBOX = str(Path(sys.executable).parent / "sandbox")  # the installed console script
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SANDBOX, *args], capture_output=True, text=True, timeout=60,
+                          check=False, env=env)
+
+
+def commands() -> list[list[str]]:
+    from sandbox.cli import app
+    import typer
+
+    group = typer.main.get_command(app)
+    out = [[]]
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        out.append([name])
+        for sub in getattr(cmd, "commands", {}):
+            out.append([name, sub])
+    return out
+
+
+@pytest.mark.parametrize("path", commands(), ids=lambda p: " ".join(p) or "sandbox")
+def test_every_command_has_help(path: list[str]) -> None:
+    result = run(*path, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--bogus"], "No such option: --bogus"),
+        (["nosuch"], "No such command"),
+        (["produce", "--rate", "abc"], "--rate"),
+        (["produce", "--events", "0"], "--events"),
+        (["produce"], "--events N and/or --duration"),
+        (["produce", "--events", "5", "--duration", "5q"], "not a duration"),
+        (["produce", "--events", "5", "--countries", "US,XX"], "unknown country code(s) XX"),
+        (["produce", "--events", "5", "--backfill", "last tuesday"], "ISO date"),
+        (["flow", "--seconds", "-1"], "--seconds"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_exit_2(args: list[str], says: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert says in lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_bad_setting_in_the_environment_is_a_usage_error(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "SANDBOX_KAFKA_PORT": "not-a-port"}
+    result = run("status", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sandbox: error: SANDBOX_KAFKA_PORT: Input should be a valid integer, unable to parse "
+        "string as an integer (see sandbox --help)"
+    ]
