@@ -105,7 +105,10 @@ def run_demo(settings: Settings, *, seconds: float, rate: float, console: Consol
     tally = watch_flow(settings, group=f"sandbox-demo-{time.time_ns()}", seconds=seconds + 3,
                        console=console)
     producer.join(timeout=30)
+    console.print()
     console.print(
         f"produced {summary.get('sent', 0):,} events ({summary.get('acked', 0):,} acked, "
         f"{summary.get('failed', 0)} failed); read back {tally.events:,} from Kafka."
     )
+    console.print("The stack is still running: poke it (`sandbox status`, `sandbox flow`), "
+                  "then `sandbox down`.")
