@@ -73,9 +73,17 @@ def bench_limit(bootstrap: str, topic: str, evs: list[dict]) -> float:
 
 
 def _full(settings: Settings, n: int, seed: int) -> dict:
-    request = ProduceRequest(events=n, duration_ms=None, rate=None, backfill_start_ms=START_MS,
-                             clients=1000, countries=None, seed=seed, ground_truth=None,
-                             partition=None)
+    request = ProduceRequest(
+        events=n,
+        duration_ms=None,
+        rate=None,
+        backfill_start_ms=START_MS,
+        clients=1000,
+        countries=None,
+        seed=seed,
+        ground_truth=None,
+        partition=None,
+    )
     return run_produce(settings, request)
 
 
@@ -107,9 +115,13 @@ def main() -> None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 ports.append(s.getsockname()[1])
-        cfg = KafkaConfig(state_dir=Path(tempfile.mkdtemp(prefix="bench-kafka-")),
-                          libs_dir=settings.kafka_libs or REPO / ".sandbox" / "kafka-libs",
-                          port=ports[0], controller_port=ports[1], heap_mb=1024)
+        cfg = KafkaConfig(
+            state_dir=Path(tempfile.mkdtemp(prefix="bench-kafka-")),
+            libs_dir=settings.kafka_libs or REPO / ".sandbox" / "kafka-libs",
+            port=ports[0],
+            controller_port=ports[1],
+            heap_mb=1024,
+        )
         broker = LocalKafka(cfg)
         broker.start()
         settings = Settings(kafka_bootstrap=cfg.bootstrap)
@@ -122,15 +134,20 @@ def main() -> None:
         rows = [
             ("generate", bench_generate(n)),
             ("encode", bench_encode(evs)),
-            ("limit (produce+ack, pre-encoded)", bench_limit(settings.bootstrap_servers, topic, evs)),
+            (
+                "limit (produce+ack, pre-encoded)",
+                bench_limit(settings.bootstrap_servers, topic, evs),
+            ),
             ("full x1 (generate+encode+produce+ack)", bench_full(settings, n, 1)),
             ("full x2 processes (aggregate)", bench_full(settings, n, 2)),
         ]
     finally:
         if broker is not None:
             broker.stop()
-    print(f"producer benchmark: {n:,} events per row, {os.cpu_count()} cores, "
-          f"broker on the same machine, 3 partitions, lz4, idempotent producer")
+    print(
+        f"producer benchmark: {n:,} events per row, {os.cpu_count()} cores, "
+        f"broker on the same machine, 3 partitions, lz4, idempotent producer"
+    )
     width = max(len(name) for name, _ in rows)
     limit = rows[2][1]
     for name, value in rows:

@@ -95,7 +95,11 @@ def ensure_jars(libs_dir: Path, *, quiet: bool = True) -> Path:
         raise KafkaError("java is not on PATH; the Kafka broker needs a JDK 17+.")
     libs_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        mvn, "-B", "-f", str(POM), "dependency:copy-dependencies",
+        mvn,
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
         f"-Dkafka.lib.dir={libs_dir.resolve()}",
     ]
     if quiet:
@@ -187,9 +191,19 @@ class LocalKafka:
         if not (data / "meta.properties").exists():
             cluster_id = self._cluster_id()
             result = subprocess.run(
-                [*self._java(), "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id, "-c", str(props), "--ignore-formatted"],
-                capture_output=True, text=True, check=False,
+                [
+                    *self._java(),
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if result.returncode != 0:
                 raise KafkaError(
@@ -218,8 +232,10 @@ class LocalKafka:
         props = self.configure()
         argv = [
             *self._java(
-                f"-Xmx{self.cfg.heap_mb}m", f"-Xms{min(self.cfg.heap_mb, 256)}m",
-                "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                f"-Xmx{self.cfg.heap_mb}m",
+                f"-Xms{min(self.cfg.heap_mb, 256)}m",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
                 f"-Dlog4j.configuration=file:{(self.cfg.home / 'log4j.properties').resolve()}",
                 f"-Dsandbox.home={self.cfg.home.resolve()}",  # the pid-reuse marker
             ),
@@ -227,12 +243,16 @@ class LocalKafka:
             str(props.resolve()),
         ]
         rec = processes.spawn(
-            self.cfg.run_dir, PROCESS_NAME, argv, log_path=self.stdout_file,
+            self.cfg.run_dir,
+            PROCESS_NAME,
+            argv,
+            log_path=self.stdout_file,
             marker=f"-Dsandbox.home={self.cfg.home.resolve()}",
         )
         ok = processes.wait_until(
             lambda: not processes.pid_alive(rec.pid, rec.marker) or is_ready(self.cfg.bootstrap),
-            timeout_s, interval_s=0.25,
+            timeout_s,
+            interval_s=0.25,
         )
         if not processes.pid_alive(rec.pid, rec.marker):
             processes.stop(self.cfg.run_dir, PROCESS_NAME)
@@ -286,4 +306,3 @@ def ensure_topics(bootstrap: str, topics: list[NewTopic], timeout_s: float = 30.
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise KafkaError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
     return created
-

@@ -7,6 +7,7 @@ log file, start time). A record whose pid is gone (or now belongs to another pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -114,9 +115,7 @@ def spawn(
     return rec
 
 
-def wait_until(
-    condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1
-) -> bool:
+def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
     """Poll ``condition`` until it is true or ``timeout_s`` passes; returns the last result."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -132,16 +131,12 @@ def stop(run_dir: Path, name: str, timeout_s: float = 20.0) -> bool:
     rec = running(run_dir, name)
     if rec is None:
         return False
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(rec.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     _reap(rec.pid)
     if not wait_until(lambda: not pid_alive(rec.pid, rec.marker) or _reap(rec.pid), timeout_s):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(rec.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         wait_until(lambda: not pid_alive(rec.pid, rec.marker) or _reap(rec.pid), 5.0)
     _record_path(run_dir, name).unlink(missing_ok=True)
     return True

@@ -101,8 +101,12 @@ def start_service(settings: Settings, service: Service) -> str:
     marker = f"--service-name={service.name}"
     argv = [sys.executable, "-m", "sandbox.cli", *service.command]
     rec = processes.spawn(
-        settings.run_dir, service.name, [*argv[:3], marker, *argv[3:]],
-        log_path=settings.run_dir / f"{service.name}.log", marker=marker, env=env,
+        settings.run_dir,
+        service.name,
+        [*argv[:3], marker, *argv[3:]],
+        log_path=settings.run_dir / f"{service.name}.log",
+        marker=marker,
+        env=env,
     )
     return f"{service.name}: started (pid {rec.pid}), log {rec.log_path}"
 
@@ -158,7 +162,8 @@ def status(settings: Settings) -> dict[str, Any]:
         srec = processes.running(settings.run_dir, service.name)
         components.append(
             ComponentStatus(
-                service.name, running=srec is not None,
+                service.name,
+                running=srec is not None,
                 healthy=srec is not None and reachable and service.healthy(settings),
                 pid=srec.pid if srec else None,
                 detail={"log": srec.log_path if srec else None},
@@ -182,6 +187,9 @@ def _topic_details(settings: Settings) -> dict[str, Any]:
     out = {}
     for role, name in topic_names(settings).items():
         t = md.topics.get(name)
-        out[role] = {"name": name, "exists": t is not None,
-                     "partitions": len(t.partitions) if t is not None else 0}
+        out[role] = {
+            "name": name,
+            "exists": t is not None,
+            "partitions": len(t.partitions) if t is not None else 0,
+        }
     return out

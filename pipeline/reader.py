@@ -41,7 +41,7 @@ def read_messages(
     assigned partition has reported its end. The caller subscribes or assigns first."""
     deadline = time.monotonic() + timeout_s
     seen = 0
-    at_end: set[tuple[str, int]] = set()
+    at_end: set[tuple[str | None, int | None]] = set()
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -67,7 +67,7 @@ def read_messages(
                 return
 
 
-def _assignment(consumer: Consumer) -> set[tuple[str, int]]:
+def _assignment(consumer: Consumer) -> set[tuple[str | None, int | None]]:
     try:
         return {(tp.topic, tp.partition) for tp in consumer.assignment()}
     except KafkaException:

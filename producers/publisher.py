@@ -66,7 +66,11 @@ class Publisher:
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, partition=target, on_delivery=self._on_delivery,
+                    topic,
+                    value,
+                    key,
+                    partition=target,
+                    on_delivery=self._on_delivery,
                     headers=headers,
                 )
                 break

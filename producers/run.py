@@ -53,7 +53,9 @@ def parse_countries(text: str | None) -> tuple[str, ...] | None:
     known = set(load_catalog().countries)
     unknown = [c for c in codes if c not in known]
     if unknown:
-        raise ValueError(f"unknown country code(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown country code(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     return codes
 
 
@@ -74,8 +76,11 @@ def publish_catalog(settings: Settings) -> int:
     codec = titles_codec()
     with Publisher(settings.bootstrap_servers) as pub:
         for title in catalog.titles:
-            pub.send(settings.titles_topic, codec.encode(catalog.to_record(title)),
-                     title.title_id.encode())
+            pub.send(
+                settings.titles_topic,
+                codec.encode(catalog.to_record(title)),
+                title.title_id.encode(),
+            )
         pub.flush()
     if pub.counts.failed:
         raise RuntimeError(f"publishing the catalog failed: {pub.counts.errors}")
@@ -84,8 +89,14 @@ def publish_catalog(settings: Settings) -> int:
 
 def simulate(request: ProduceRequest, seed: int, start_ms: int) -> Iterator[dict[str, Any]]:
     """The events a request asks for, in event-time order (not yet paced)."""
-    sim = Simulator(load_catalog(), seed=seed, clients=request.clients,
-                    countries=request.countries, start_ms=start_ms, rate=request.rate)
+    sim = Simulator(
+        load_catalog(),
+        seed=seed,
+        clients=request.clients,
+        countries=request.countries,
+        start_ms=start_ms,
+        rate=request.rate,
+    )
     end_ms = start_ms + request.duration_ms if request.duration_ms is not None else None
     events = sim.events(end_ms)
     if request.events is not None:
@@ -123,7 +134,9 @@ def run_produce(
                 if truth is not None:
                     truth.write(event)
                 if progress is not None and i % 2000 == 0:
-                    progress.update(task, completed=_done(request, i, event["event_time"] - start_ms))
+                    progress.update(
+                        task, completed=_done(request, i, event["event_time"] - start_ms)
+                    )
         except KeyboardInterrupt:
             interrupted = True
         unreported = pub.flush(60)
@@ -155,8 +168,12 @@ def _progress(
     total = request.events if request.events is not None else (request.duration_ms or 0) // 1000
     unit = "events" if request.events is not None else "s of event time"
     progress = Progress(
-        TextColumn(f"producing ({unit})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn(f"producing ({unit})"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
     stack.enter_context(progress)
     return progress, progress.add_task("produce", total=total)

@@ -42,7 +42,10 @@ class SandboxError(RuntimeError):
 
 
 OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (
-    SandboxError, KafkaError, ProcessError, OSError,
+    SandboxError,
+    KafkaError,
+    ProcessError,
+    OSError,
 )
 
 
@@ -80,8 +83,10 @@ def up(
     ctx: typer.Context,
     services: Annotated[
         bool,
-        typer.Option(help="Also start the stream worker and the lake sink as local processes "
-                     "(compose runs them as containers of their own: --no-services)."),
+        typer.Option(
+            help="Also start the stream worker and the lake sink as local processes "
+            "(compose runs them as containers of their own: --no-services)."
+        ),
     ] = True,
 ) -> None:
     """Start the local stack (Kafka in KRaft mode, topics, the title catalog). Idempotent."""
@@ -137,9 +142,7 @@ def _yes(flag: bool) -> str:
 @app.command()
 def produce(
     ctx: typer.Context,
-    events: Annotated[
-        int | None, typer.Option(min=1, help="Stop after exactly N events.")
-    ] = None,
+    events: Annotated[int | None, typer.Option(min=1, help="Stop after exactly N events.")] = None,
     duration: Annotated[
         str | None,
         typer.Option(help="How much event time to simulate, e.g. 30s, 10m, 7d."),
@@ -209,7 +212,9 @@ def flow(
     until_caught_up: Annotated[
         bool, typer.Option(help="Stop as soon as every partition has been read to its end.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the final counts as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final counts as JSON.")
+    ] = False,
 ) -> None:
     """Events flowing: a live count per country and event type, read back from Kafka."""
     from sandbox.flow_view import watch_flow

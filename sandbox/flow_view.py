@@ -34,8 +34,9 @@ def render(tally: EventTally, title: str, top: int = 12) -> Group:
         table.add_row(country, *(f"{n:,}" for n in row), f"{sum(row):,}")
     parts = ", ".join(f"p{p}={n:,}" for p, n in sorted(tally.partitions.items()))
     errors = ", ".join(f"{k}={n}" for k, n in tally.decode_errors.items()) or "none"
-    footer = Text(f"{tally.events:,} events  |  per partition: {parts or '-'}  |  "
-                  f"decode errors: {errors}")
+    footer = Text(
+        f"{tally.events:,} events  |  per partition: {parts or '-'}  |  decode errors: {errors}"
+    )
     return Group(table, footer)
 
 
@@ -93,22 +94,34 @@ def run_demo(settings: Settings, *, seconds: float, rate: float, console: Consol
 
     n_titles = publish_catalog(settings)
     console.print(f"titles: {n_titles} titles published to {settings.titles_topic}")
-    request = ProduceRequest(events=None, duration_ms=round(seconds * 1000), rate=rate,
-                             backfill_start_ms=None, clients=400, countries=None, seed=None,
-                             ground_truth=None, partition=None)
+    request = ProduceRequest(
+        events=None,
+        duration_ms=round(seconds * 1000),
+        rate=rate,
+        backfill_start_ms=None,
+        clients=400,
+        countries=None,
+        seed=None,
+        ground_truth=None,
+        partition=None,
+    )
     summary: dict[str, Any] = {}
     producer = threading.Thread(
         target=lambda: summary.update(run_produce(settings, request, console=None)),
-        name="demo-producer", daemon=True,
+        name="demo-producer",
+        daemon=True,
     )
     producer.start()
-    tally = watch_flow(settings, group=f"sandbox-demo-{time.time_ns()}", seconds=seconds + 3,
-                       console=console)
+    tally = watch_flow(
+        settings, group=f"sandbox-demo-{time.time_ns()}", seconds=seconds + 3, console=console
+    )
     producer.join(timeout=30)
     console.print()
     console.print(
         f"produced {summary.get('sent', 0):,} events ({summary.get('acked', 0):,} acked, "
         f"{summary.get('failed', 0)} failed); read back {tally.events:,} from Kafka."
     )
-    console.print("The stack is still running: poke it (`sandbox status`, `sandbox flow`), "
-                  "then `sandbox down`.")
+    console.print(
+        "The stack is still running: poke it (`sandbox status`, `sandbox flow`), "
+        "then `sandbox down`."
+    )

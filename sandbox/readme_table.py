@@ -8,7 +8,10 @@ from pathlib import Path
 
 from sandbox.settings import describe_settings
 
-START = "<!-- settings-table: generated from sandbox/settings.py; tests/sandbox/test_readme.py checks it -->"
+START = (
+    "<!-- settings-table: generated from sandbox/settings.py; "
+    "tests/sandbox/test_readme.py checks it -->"
+)
 END = "<!-- /settings-table -->"
 
 

@@ -52,7 +52,8 @@ class TruncatedBody(DecodeError):
 
 
 class MalformedBody(DecodeError):
-    """The body does not parse with its writer schema (bad union index, bad UTF-8, trailing bytes)."""
+    """The body does not parse with its writer schema: bad union index, bad UTF-8, a value out of
+    range, or trailing bytes after the record."""
 
     kind = "malformed_body"
 
@@ -144,7 +145,9 @@ class AvroCodec:
             got = 0 if data is None else len(data)
             if data is not None and not data.startswith(MARKER[: len(data)]):
                 raise BadMarker(f"{self.name}: expected marker C3 01, got {bytes(data[:2]).hex()}")
-            raise TruncatedBody(f"{self.name}: {got} bytes, shorter than the {HEADER_LEN}-byte header")
+            raise TruncatedBody(
+                f"{self.name}: {got} bytes, shorter than the {HEADER_LEN}-byte header"
+            )
         if data[:2] != MARKER:
             raise BadMarker(f"{self.name}: expected marker C3 01, got {bytes(data[:2]).hex()}")
         writer = self._by_fingerprint.get(bytes(data[2:HEADER_LEN]))

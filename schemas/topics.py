@@ -39,9 +39,7 @@ VIEWING_METRICS = TopicRole(
     "viewing_metric",
     key="window_start|title_id|country (UTF-8): the latest revision of a pane wins",
 )
-LATE_EVENTS = TopicRole(
-    "late_events", "late_event", key="the original event's key (session_id)"
-)
+LATE_EVENTS = TopicRole("late_events", "late_event", key="the original event's key (session_id)")
 JOB_STATUS = TopicRole(
     "job_status",
     None,

@@ -17,17 +17,21 @@ from infra import processes
 pytestmark = pytest.mark.integration
 
 
-def sandbox(args: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def sandbox(
+    args: list[str], env: dict[str, str], timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sandbox.cli", *args],
-        env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
 
 
 @pytest.fixture
-def stack_env(
-    tmp_path: Path, kafka_libs: Path, port_factory: Callable[[], int]
-) -> dict[str, str]:
+def stack_env(tmp_path: Path, kafka_libs: Path, port_factory: Callable[[], int]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
     env.update(
         SANDBOX_STATE_DIR=str(tmp_path / "state"),
@@ -81,10 +85,18 @@ def test_stale_pid_record_is_reported_not_running(stack_env: dict[str, str]) -> 
     run_dir.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (run_dir / "kafka.json").write_text(json.dumps({
-        "name": "kafka", "pid": dead.pid, "argv": ["java"], "log_path": "x",
-        "started_s": 0.0, "marker": "-Dsandbox.home=",
-    }))
+    (run_dir / "kafka.json").write_text(
+        json.dumps(
+            {
+                "name": "kafka",
+                "pid": dead.pid,
+                "argv": ["java"],
+                "log_path": "x",
+                "started_s": 0.0,
+                "marker": "-Dsandbox.home=",
+            }
+        )
+    )
     result = sandbox(["status", "--json"], stack_env)
     assert result.returncode == 1
     assert json.loads(result.stdout)["components"][0]["running"] is False

@@ -25,8 +25,15 @@ BACKFILL_START_MS = 1_763_337_600_000  # 2025-11-17T00:00:00Z, a Monday
 def produce(settings: Settings, tmp_path: Path, **overrides: object) -> tuple[dict, Path]:
     truth = tmp_path / "truth.jsonl"
     fields: dict = dict(
-        events=N_EVENTS, duration_ms=None, rate=None, backfill_start_ms=BACKFILL_START_MS,
-        clients=300, countries=None, seed=7, ground_truth=str(truth), partition=None,
+        events=N_EVENTS,
+        duration_ms=None,
+        rate=None,
+        backfill_start_ms=BACKFILL_START_MS,
+        clients=300,
+        countries=None,
+        seed=7,
+        ground_truth=str(truth),
+        partition=None,
     )
     fields.update(overrides)
     return run_produce(settings, ProduceRequest(**fields)), truth
@@ -36,8 +43,9 @@ def read_back(settings: Settings, group: str, expected: int) -> list:
     consumer = make_consumer(settings.bootstrap_servers, group)
     consumer.subscribe([settings.events_topic])
     try:
-        return list(read_messages(consumer, max_messages=expected + 1, timeout_s=30,
-                                  stop_at_end=True))
+        return list(
+            read_messages(consumer, max_messages=expected + 1, timeout_s=30, stop_at_end=True)
+        )
     finally:
         consumer.close()
 

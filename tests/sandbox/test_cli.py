@@ -14,13 +14,15 @@ SANDBOX = str(Path(sys.executable).parent / "sandbox")  # the installed console 
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SANDBOX, *args], capture_output=True, text=True, timeout=60,
-                          check=False, env=env)
+    return subprocess.run(
+        [SANDBOX, *args], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
 
 
 def commands() -> list[list[str]]:
-    from sandbox.cli import app
     import typer
+
+    from sandbox.cli import app
 
     group = typer.main.get_command(app)
     out = [[]]

@@ -37,7 +37,9 @@ def test_docs_show_commands() -> None:
     assert len(documented_commands()) >= 8
 
 
-@pytest.mark.parametrize(("where", "argv"), documented_commands(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("where", "argv"), documented_commands(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_documented_command_parses(where: str, argv: list[str]) -> None:
     group = typer.main.get_command(app)
     node = group

@@ -109,9 +109,10 @@ def test_spec_fingerprint_agrees_with_reference_avro_without_logical_types() -> 
 
     title_v1 = schema_versions("title")[0].raw
     plain = json.loads(json.dumps(title_v1).replace(', "logicalType": "date"', ""))
-    assert _spec_fingerprint64(to_parsing_canonical_form(plain)) == avro.schema.parse(
-        json.dumps(plain)
-    ).fingerprint()
+    assert (
+        _spec_fingerprint64(to_parsing_canonical_form(plain))
+        == avro.schema.parse(json.dumps(plain)).fingerprint()
+    )
 
 
 def test_v1_event_resolves_into_current_reader_with_defaults(codec: AvroCodec) -> None:
@@ -151,15 +152,22 @@ def test_checker_catches_a_breaking_change() -> None:
     ("mangle", "error"),
     [
         (lambda b: b"\x00\x01" + b[2:], BadMarker),
-        (lambda b: b"{\"json\": true, \"not\": \"avro\"}", BadMarker),
+        (lambda b: b'{"json": true, "not": "avro"}', BadMarker),
         (lambda b: b[:2] + b"\xff" * 8 + b[HEADER_LEN:], UnknownFingerprint),
-        (lambda b: b[:HEADER_LEN + 5], TruncatedBody),
+        (lambda b: b[: HEADER_LEN + 5], TruncatedBody),
         (lambda b: b[:5], TruncatedBody),
         (lambda b: b"", TruncatedBody),
         (lambda b: b + b"\x00\x00", MalformedBody),
     ],
-    ids=["wrong-marker", "json", "unknown-fingerprint", "truncated-body", "short-header",
-         "empty", "trailing-bytes"],
+    ids=[
+        "wrong-marker",
+        "json",
+        "unknown-fingerprint",
+        "truncated-body",
+        "short-header",
+        "empty",
+        "trailing-bytes",
+    ],
 )
 def test_each_decode_error_kind(codec: AvroCodec, mangle, error: type[DecodeError]) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error) as info:
