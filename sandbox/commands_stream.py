@@ -1,9 +1,451 @@
-"""CLI commands of the stream job (issue: streaming metrics job). Registered by sandbox/cli.py."""
+"""CLI commands of the stream job (issue: streaming metrics job). Registered by sandbox/cli.py.
+
+`sandbox worker` runs the Faust job in the foreground; `inject ...` and `replay` feed it
+awkward or hand-written input; `results`, `late` and `watch` read what it produced.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from sandbox.durations import parse_duration_ms
+from sandbox.settings import Settings
+
+console = Console()
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.find_root().obj
+    return settings
+
+
+def _duration_ms(text: str, name: str, *, positive: bool = True) -> int:
+    try:
+        value = parse_duration_ms(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from exc
+    if positive and value <= 0:
+        raise typer.BadParameter(f"{text!r} must be longer than 0", param_hint=name)
+    return value
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso_ms(ms: int | None) -> str:
+    """Epoch ms -> ``2026-11-22T13:05:00Z`` (milliseconds shown only when not 0)."""
+    if ms is None:
+        return "-"
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
 
 
 def register(app: typer.Typer) -> None:
     """Add the stream-job commands (worker, inject, replay, results, late, watch) to ``app``."""
+    app.command()(worker)
+    inject = typer.Typer(
+        name="inject",
+        no_args_is_help=True,
+        help="Send awkward traffic to the events topic: late, out-of-order, duplicate, "
+        "malformed, offline-synced events.",
+    )
+    inject.command("late")(inject_late)
+    inject.command("out-of-order")(inject_out_of_order)
+    inject.command("duplicates")(inject_duplicates)
+    inject.command("malformed")(inject_malformed)
+    inject.command("offline-sync")(inject_offline_sync)
+    app.add_typer(inject)
+    app.command()(replay)
+    app.command()(results)
+    app.command()(late)
+    app.command()(watch)
+
+
+# ------------------------------------------------------------------------------- worker
+
+
+def worker(
+    ctx: typer.Context,
+    window: Annotated[
+        str | None, typer.Option(help="Tumbling window size, e.g. 1m (SANDBOX_WINDOW_SIZE_MS).")
+    ] = None,
+    lateness: Annotated[
+        str | None,
+        typer.Option(
+            help="Allowed lateness after a window fired, e.g. 2m (SANDBOX_ALLOWED_LATENESS_MS)."
+        ),
+    ] = None,
+    out_of_orderness: Annotated[
+        str | None,
+        typer.Option(
+            help="Watermark = newest event time - this, e.g. 10s (SANDBOX_OUT_OF_ORDERNESS_MS)."
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        str | None,
+        typer.Option(
+            help="A partition silent this long stops holding the watermark "
+            "(SANDBOX_IDLE_TIMEOUT_MS)."
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Faust log level.")] = "WARNING",
+) -> None:
+    """Run the stream job (Faust) in the foreground until Ctrl-C."""
+    settings = _settings(ctx)
+    update: dict[str, Any] = {}
+    if window is not None:
+        update["window_size_ms"] = _duration_ms(window, "--window")
+    if lateness is not None:
+        update["allowed_lateness_ms"] = _duration_ms(lateness, "--lateness", positive=False)
+    if out_of_orderness is not None:
+        update["out_of_orderness_ms"] = _duration_ms(
+            out_of_orderness, "--out-of-orderness", positive=False
+        )
+    if idle_timeout is not None:
+        update["idle_timeout_ms"] = _duration_ms(idle_timeout, "--idle-timeout")
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter("one of DEBUG, INFO, WARNING, ERROR", param_hint="--log-level")
+    from pipeline.stream_job import run_worker
+
+    run_worker(settings.model_copy(update=update), loglevel=log_level.upper())
+
+
+# ------------------------------------------------------------------------------- inject
+
+Partition = Annotated[int | None, typer.Option(min=0, help="Send every event to this partition.")]
+Seed = Annotated[int, typer.Option(help="Random seed of the simulated clients.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
+def _report(summary: Any, as_json: bool) -> None:
+    data = summary.as_dict()
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        span = ""
+        if data["min_event_time_ms"] is not None:
+            span = (
+                f", event times {iso_ms(data['min_event_time_ms'])} .. "
+                f"{iso_ms(data['max_event_time_ms'])}"
+            )
+        console.print(
+            f"{data['injector']}: sent {data['sent']} (acked {data['acked']}, "
+            f"failed {data['failed']}) to {data['topic']}{span}"
+        )
+        if data["detail"]:
+            console.print(f"  {json.dumps(data['detail'])}")
+    if data["failed"]:
+        raise typer.Exit(1)
+
+
+def inject_late(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option(min=1, help="How many events.")] = 20,
+    by: Annotated[str, typer.Option(help="How long ago they happened, e.g. 5m.")] = "5m",
+    partition: Partition = None,
+    seed: Seed = 7,
+    as_json: AsJson = False,
+) -> None:
+    """Events that happened --by ago, sent now: late for a job whose watermark is near now."""
+    from producers.inject import late as run
+
+    s = _settings(ctx)
+    by_ms = _duration_ms(by, "--by")
+    _report(
+        run(
+            s.bootstrap_servers,
+            s.events_topic,
+            count=count,
+            by_ms=by_ms,
+            now_ms=_now_ms(),
+            seed=seed,
+            partition=partition,
+        ),
+        as_json,
+    )
+
+
+def inject_out_of_order(
+    ctx: typer.Context,
+    jitter: Annotated[str, typer.Option(help="Pull each event time back by up to this.")] = "30s",
+    count: Annotated[int, typer.Option(min=1, help="How many events.")] = 1000,
+    partition: Partition = None,
+    seed: Seed = 7,
+    as_json: AsJson = False,
+) -> None:
+    """Recent events sent in order, their event times shuffled back by up to --jitter."""
+    from producers.inject import out_of_order as run
+
+    s = _settings(ctx)
+    _report(
+        run(
+            s.bootstrap_servers,
+            s.events_topic,
+            count=count,
+            jitter_ms=_duration_ms(jitter, "--jitter"),
+            now_ms=_now_ms(),
+            seed=seed,
+            partition=partition,
+        ),
+        as_json,
+    )
+
+
+def inject_duplicates(
+    ctx: typer.Context,
+    ratio: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Fraction of the events sent twice.")
+    ] = 0.1,
+    count: Annotated[int, typer.Option(min=1, help="How many distinct events.")] = 1000,
+    partition: Partition = None,
+    seed: Seed = 7,
+    as_json: AsJson = False,
+) -> None:
+    """Recent events, a --ratio of them sent twice (same key, same bytes, same event_id)."""
+    from producers.inject import duplicates as run
+
+    s = _settings(ctx)
+    _report(
+        run(
+            s.bootstrap_servers,
+            s.events_topic,
+            count=count,
+            ratio=ratio,
+            now_ms=_now_ms(),
+            seed=seed,
+            partition=partition,
+        ),
+        as_json,
+    )
+
+
+def inject_malformed(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option(min=1, help="How many records.")] = 14,
+    partition: Partition = None,
+    seed: Seed = 7,
+    as_json: AsJson = False,
+) -> None:
+    """Unusable records (not Avro, truncated, unknown schema, invalid values): dead letters."""
+    from producers.inject import malformed as run
+
+    s = _settings(ctx)
+    _report(
+        run(
+            s.bootstrap_servers,
+            s.events_topic,
+            count=count,
+            now_ms=_now_ms(),
+            seed=seed,
+            partition=partition,
+        ),
+        as_json,
+    )
+
+
+def inject_offline_sync(
+    ctx: typer.Context,
+    devices: Annotated[int, typer.Option(min=1, help="How many devices come back online.")] = 5,
+    offline_for: Annotated[str, typer.Option(help="How long they were offline, e.g. 6h.")] = "6h",
+    partition: Partition = None,
+    seed: Seed = 7,
+    as_json: AsJson = False,
+) -> None:
+    """Devices that played offline upload it all now (offline=True, sent_time=now)."""
+    from producers.inject import offline_sync as run
+
+    s = _settings(ctx)
+    _report(
+        run(
+            s.bootstrap_servers,
+            s.events_topic,
+            devices=devices,
+            offline_ms=_duration_ms(offline_for, "--offline-for"),
+            now_ms=_now_ms(),
+            seed=seed,
+            partition=partition,
+        ),
+        as_json,
+    )
+
+
+# ------------------------------------------------------------------------------- replay
+
+
+def replay(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="JSON Lines: one playback event per line.")],
+    partition: Partition = None,
+    as_json: AsJson = False,
+) -> None:
+    """Send the events of a JSONL file, in file order, to the events topic.
+
+    event_time (and sent_time) are ISO-8601 UTC (2026-11-22T10:00:05Z) or epoch ms. Left
+    out, event_id is <file>-<line>, session_id s-<profile_id>, device_id d-<profile_id>,
+    device_type TV and position/watched/buffer 0. A line {"_raw": "text"} is sent as those
+    bytes, as is (to feed the job something undecodable).
+    """
+    from producers.replay import ReplayError, replay_file
+
+    s = _settings(ctx)
+    try:
+        summary = replay_file(s.bootstrap_servers, s.events_topic, file, partition=partition)
+    except (OSError, ReplayError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="FILE") from exc
+    _report(summary, as_json)
+
+
+# ------------------------------------------------------------------------------- results
+
+
+Wait = Annotated[
+    bool,
+    typer.Option(
+        help="First wait until the job has consumed the whole events topic "
+        "(its consumer group lag is 0)."
+    ),
+]
+Timeout = Annotated[float, typer.Option(min=0.1, help="Longest --wait, in seconds.")]
+
+
+def _wait(settings: Settings, timeout: float) -> None:
+    from pipeline.results import wait_caught_up
+    from sandbox.cli import SandboxError  # imported late: sandbox.cli imports this module
+
+    lag = wait_caught_up(settings, timeout_s=timeout)
+    if not lag.caught_up:
+        raise SandboxError(
+            f"the stream job ({settings.stream_job_id}) still lags {lag.total} events on "
+            f"{settings.events_topic} after {timeout:g}s; is `sandbox worker` running?"
+        )
+
+
+def results(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    wait: Wait = False,
+    timeout: Timeout = 120.0,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown in the table.")] = 40,
+) -> None:
+    """The job's panes so far: the latest revision per (window, title, country)."""
+    from pipeline.results import latest_panes, read_panes
+
+    s = _settings(ctx)
+    if wait:
+        _wait(s, timeout)
+    panes = latest_panes(read_panes(s))
+    if as_json:
+        print(json.dumps(panes, indent=2))
+        return
+    table = Table(
+        title=f"{len(panes)} panes on {s.viewing_metrics_topic} (latest revision)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+    )
+    for col in (
+        "window (UTC)",
+        "title",
+        "cc",
+        "events",
+        "plays",
+        "viewers",
+        "watch s",
+        "rebuf %",
+        "compl",
+        "pane",
+        "rev",
+    ):
+        table.add_column(col)
+    for p in panes[-limit:]:
+        table.add_row(
+            iso_ms(p["window_start"])[5:16].replace("T", " "),
+            p["title_id"],
+            p["country"],
+            str(p["events"]),
+            str(p["plays"]),
+            str(p["viewers"]),
+            f"{p['watch_ms'] / 1000:,.0f}",
+            f"{100 * p['rebuffer_ratio']:.2f}",
+            str(p["completions"]),
+            p["pane"],
+            str(p["revision"]),
+        )
+    console.print(table)
+
+
+def late(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    wait: Wait = False,
+    timeout: Timeout = 120.0,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown in the table.")] = 40,
+) -> None:
+    """Events the job could not count because their window had closed, and how late."""
+    from pipeline.results import read_late_events
+
+    s = _settings(ctx)
+    if wait:
+        _wait(s, timeout)
+    rows = read_late_events(s)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(
+        title=f"{len(rows)} late events on {s.late_events_topic}",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+    )
+    for col in (
+        "event time",
+        "title",
+        "country",
+        "type",
+        "window",
+        "watermark",
+        "late by",
+        "partition",
+        "offset",
+    ):
+        table.add_column(col)
+    for r in rows[-limit:]:
+        e = r["event"]
+        table.add_row(
+            iso_ms(e["event_time"]),
+            e["title_id"],
+            e["country"],
+            e["event_type"],
+            iso_ms(r["window_start"]),
+            iso_ms(r["watermark"]),
+            f"{r['lateness_ms'] / 1000:,.1f}s",
+            str(r["source_partition"]),
+            str(r["source_offset"]),
+        )
+    console.print(table)
+
+
+def watch(
+    ctx: typer.Context,
+    seconds: Annotated[
+        float | None, typer.Option(min=0.5, help="Stop after this long (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Live view: watermark per partition vs the wall clock, open windows, latest panes,
+    late and dead-letter counters."""
+    from sandbox.stream_view import watch_job
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live view ends
+        watch_job(_settings(ctx), console=console, seconds=seconds)
