@@ -133,13 +133,17 @@ def stop(run_dir: Path, name: str, timeout_s: float = 20.0) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(rec.pid, signal.SIGTERM)
-    _reap(rec.pid)
-    if not wait_until(lambda: not pid_alive(rec.pid, rec.marker) or _reap(rec.pid), timeout_s):
+    if not wait_until(lambda: _exited(rec), timeout_s):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(rec.pid, signal.SIGKILL)
-        wait_until(lambda: not pid_alive(rec.pid, rec.marker) or _reap(rec.pid), 5.0)
+        wait_until(lambda: _exited(rec), 5.0)
     _record_path(run_dir, name).unlink(missing_ok=True)
     return True
+
+
+def _exited(rec: ProcessRecord) -> bool:
+    # Reap first: our own exited child stays a zombie (and its Popen warns) until waited for.
+    return _reap(rec.pid) or not pid_alive(rec.pid, rec.marker)
 
 
 def _reap(pid: int) -> bool:

@@ -88,7 +88,8 @@ class Service:
     healthy: Callable[[Settings], bool] = lambda _s: True
 
 
-SERVICES: list[Service] = []  # appended by the stream job and the lake sink, in start order
+# Appended by the stream job and the lake sink, in start order.
+SERVICES: list[Service] = [Service("worker", ["worker"]), Service("sink", ["sink"])]
 
 
 def start_service(settings: Settings, service: Service) -> str:

@@ -234,16 +234,14 @@ def flow(
 @app.command()
 def demo(
     ctx: typer.Context,
-    seconds: Annotated[float, typer.Option(min=1, help="How long the clients play.")] = 20.0,
-    rate: Annotated[float, typer.Option(min=1, help="Target events/s.")] = 2_000.0,
+    seconds: Annotated[float, typer.Option(min=1, help="How long the live clients play.")] = 15.0,
+    rate: Annotated[float, typer.Option(min=1, help="Live events/s.")] = 1_000.0,
 ) -> None:
-    """The whole pipeline in one command: start the stack, run clients, show what flows."""
-    from sandbox.flow_view import run_demo
+    """The whole pipeline in one command: stack, back-fill, live events, windowed metrics,
+    a late-data injection, and last week's Top-10 from the lake."""
+    from sandbox.demo import run_demo
 
-    settings = _settings(ctx)
-    for line in stack.up(settings):
-        console.print(line)
-    run_demo(settings, seconds=seconds, rate=rate, console=console)
+    run_demo(ctx, _settings(ctx), seconds=seconds, rate=rate, console=console)
 
 
 commands_stream.register(app)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -12,6 +14,19 @@ from rich.console import Console
 from sandbox.settings import Settings
 
 console = Console()
+
+
+@contextmanager
+def _operational() -> Iterator[None]:
+    """Lake and Kafka failures become one line and exit code 1 (sandbox/cli.py's contract)."""
+    from confluent_kafka import KafkaException
+
+    from pipeline.lake.exceptions import LakeError
+
+    try:
+        yield
+    except (LakeError, KafkaException, TimeoutError) as exc:
+        raise OSError(str(exc)) from exc
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -23,10 +38,18 @@ def register(app: typer.Typer) -> None:
     """Add the lakehouse commands (sink, top10, reconcile) to ``app``."""
     app.command()(sink)
     app.command()(top10)
+    app.command()(reconcile)
 
 
 def sink(
     ctx: typer.Context,
+    stream_outputs: Annotated[
+        bool,
+        typer.Option(
+            help="Also sink the stream job's viewing-metrics and late-events topics "
+            "(a second consumer, in a thread)."
+        ),
+    ] = True,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final counters as JSON.")
     ] = False,
@@ -36,12 +59,28 @@ def sink(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings(ctx)
-    lake_sink = LakeSink(settings)
+    with _operational():
+        lake_sink = LakeSink(settings)
     console.print(
         f"sink: {settings.events_topic} -> {settings.catalog_namespace}.playback_events "
         f"(batches of {settings.sink_batch_rows} rows / {settings.sink_batch_ms} ms); Ctrl-C stops"
     )
-    counters = lake_sink.run(install_signal_handlers=True)
+    outputs = None
+    thread = None
+    if stream_outputs:
+        import threading
+
+        from pipeline.lake.stream_sink import StreamOutputSink
+
+        outputs = StreamOutputSink(settings, lake_sink.catalog)
+        thread = threading.Thread(target=outputs.run, name="lake-stream-outputs", daemon=True)
+        thread.start()
+    try:
+        counters = lake_sink.run(install_signal_handlers=True)
+    finally:
+        if outputs is not None and thread is not None:
+            outputs.stop()
+            thread.join(30)
     if as_json:
         print(json.dumps(counters.as_dict(), indent=2))
     else:
@@ -86,16 +125,14 @@ def top10(
     request = Top10Request(
         week=week, country=country.upper() if country else None, local_week=local_week
     )
-    catalog = open_catalog(settings)
-    if wait:
-        try:
+    with _operational():
+        catalog = open_catalog(settings)
+        if wait:
             wait_until_caught_up(settings, catalog, timeout_s=wait_timeout)
-        except TimeoutError as exc:
-            raise OSError(str(exc)) from exc
-    try:
-        result = run_top10(settings, catalog, request)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        try:
+            result = run_top10(settings, catalog, request)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
         return
@@ -140,3 +177,47 @@ def _show_top10(rows: object) -> None:
                 str(r["rank"]), r["title_name"], f"{r['hours_viewed']:,.1f}", f"{r['views']:,.1f}"
             )
         console.print(table)
+
+
+def reconcile(
+    ctx: typer.Context,
+    from_: Annotated[
+        str, typer.Option("--from", help="Start (ISO date/time, UTC unless an offset is given).")
+    ],
+    to: Annotated[str, typer.Option("--to", help="End, exclusive (ISO date/time).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """Compare the stream's viewing_metrics with a batch recomputation from playback_events
+    and explain every difference (late events, invalid events, windows still open)."""
+    from typer._click.exceptions import UsageError
+
+    from pipeline.lake.catalog import open_catalog
+    from pipeline.lake.reconcile import run_reconcile
+    from producers.run import parse_start
+
+    settings = _settings(ctx)
+    try:
+        lo, hi = parse_start(from_), parse_start(to)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("--backfill", "--from/--to")) from exc
+    if hi <= lo:
+        raise UsageError("--to must be after --from")
+    with _operational():
+        result = run_reconcile(settings, open_catalog(settings), lo, hi)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        t = result.totals
+        console.print(
+            f"{result.keys} (window, title, country) keys: {result.matched} match, "
+            f"{result.explained_by_late} explained by late events, "
+            f"{result.explained_by_invalid} by invalid events, {result.pending} pending, "
+            f"{len(result.unexplained)} unexplained"
+        )
+        for name in ("batch", "stream", "late", "invalid"):
+            console.print(f"  {name:8} {t[name]}")
+        console.print(f"  duplicates {result.duplicates}")
+        for u in result.unexplained[:20]:
+            console.print(f"[red]unexplained[/] {u}")
+    if not result.ok:
+        raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""The live "events flowing" view, and the demo that drives it.
+"""The live "events flowing" view (`sandbox flow`, and step 3 of the demo).
 
 Reads the events topic with a fresh consumer group (from the beginning), tallies events per
 country and type (pipeline/event_counts.py) and redraws a rich table a few times a second.
@@ -86,42 +86,3 @@ def _caught_up(consumer: Any) -> bool:
         if tp.offset < 0 or tp.offset < high:
             return False
     return True
-
-
-def run_demo(settings: Settings, *, seconds: float, rate: float, console: Console) -> None:
-    """Clients play for ``seconds`` at ``rate`` events/s while the live view reads them back."""
-    from producers.run import ProduceRequest, publish_catalog, run_produce
-
-    n_titles = publish_catalog(settings)
-    console.print(f"titles: {n_titles} titles published to {settings.titles_topic}")
-    request = ProduceRequest(
-        events=None,
-        duration_ms=round(seconds * 1000),
-        rate=rate,
-        backfill_start_ms=None,
-        clients=400,
-        countries=None,
-        seed=None,
-        ground_truth=None,
-        partition=None,
-    )
-    summary: dict[str, Any] = {}
-    producer = threading.Thread(
-        target=lambda: summary.update(run_produce(settings, request, console=None)),
-        name="demo-producer",
-        daemon=True,
-    )
-    producer.start()
-    tally = watch_flow(
-        settings, group=f"sandbox-demo-{time.time_ns()}", seconds=seconds + 3, console=console
-    )
-    producer.join(timeout=30)
-    console.print()
-    console.print(
-        f"produced {summary.get('sent', 0):,} events ({summary.get('acked', 0):,} acked, "
-        f"{summary.get('failed', 0)} failed); read back {tally.events:,} from Kafka."
-    )
-    console.print(
-        "The stack is still running: poke it (`sandbox status`, `sandbox flow`), "
-        "then `sandbox down`."
-    )

@@ -1,0 +1,257 @@
+"""Lakehouse benchmark: sink throughput, and Top-10 over a simulated week vs DuckDB.
+
+    .venv/bin/python benchmarks/lake_bench.py [--sink-events 400000] [--week-events 10000000]
+
+1. Sink: starts a private Kafka broker (free ports, temporary state, jars from
+   .sandbox/kafka-libs), pre-fills a 3-partition topic with simulated events, then runs the
+   real sink (LakeSink, default batch settings) until the table's offsets reach the topic's
+   end. Figure: events/s from the first poll to the last Iceberg commit.
+2. Top-10: writes one simulated ISO week (2026-W47) straight into playback_events through
+   the simulator + Arrow (going through Kafka would take the sink's time again; the sink is
+   measured in part 1), then times our Top-10 and the same query in DuckDB (iceberg_scan of
+   the same metadata.json, extension loaded offline), best of a few runs each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import multiprocessing as mp
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from infra.kafka import KafkaConfig, LocalKafka, ensure_topics
+from infra.stack import topic_plan
+from pipeline.lake import duckdb_check
+from pipeline.lake.catalog import open_catalog
+from pipeline.lake.ranking import rank_top
+from pipeline.lake.sink import LakeSink, events_arrow, high_watermarks, stored_offsets
+from pipeline.lake.tables import PLAYBACK_EVENTS, TITLES, ensure_table
+from pipeline.lake.titles import sync_titles
+from pipeline.lake.top10 import Top10Request, aggregate, load_titles, run_top10, scan_week
+from pipeline.lake.weeks import week_bounds_ms
+from producers.catalog import load_catalog
+from producers.publisher import Publisher
+from producers.simulator import Simulator, key_for
+from sandbox.settings import Settings
+from schemas.topics import events_codec
+
+REPO = Path(__file__).resolve().parents[1]
+WEEK = "2026-W47"
+DAY_MS = 86_400_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_sink(settings: Settings, high: dict[int, int]) -> None:
+    sink = LakeSink(settings, sync_titles_on_start=False)
+
+    def done(s: LakeSink) -> bool:
+        stored = stored_offsets(s.events, settings.events_topic)
+        if all(stored.get(p, 0) >= h for p, h in high.items()):
+            return True
+        s.events.refresh()  # another sink of the group may have committed the rest
+        return False
+
+    sink.run(until=done)
+
+
+def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[str, float]:
+    cfg = KafkaConfig(
+        state_dir=tmp / "kafka",
+        libs_dir=REPO / ".sandbox" / "kafka-libs",
+        port=_free_port(),
+        controller_port=_free_port(),
+        heap_mb=1024,
+    )
+    broker = LocalKafka(cfg)
+    broker.start(timeout_s=90)
+    try:
+        settings = Settings(state_dir=tmp / "sink" / ".sandbox", kafka_bootstrap=cfg.bootstrap)
+        ensure_topics(settings.bootstrap_servers, topic_plan(settings))
+        lo, _ = week_bounds_ms(WEEK)
+        sim = Simulator(load_catalog(), seed=1, clients=5_000, start_ms=lo)
+        codec = events_codec()
+        t0 = time.perf_counter()
+        with Publisher(settings.bootstrap_servers) as pub:
+            for e in itertools.islice(sim.events(), n_events):
+                pub.send(settings.events_topic, codec.encode(e), key_for(e))
+            pub.flush(120)
+        produce_s = time.perf_counter() - t0
+        del pub  # no producer left talking to the broker after it stops
+        high = high_watermarks(settings)
+        out: dict[str, float] = {"events": n_events, "produce_s": produce_s}
+        for n_sinks in sink_counts:
+            # A fresh table per run: same topic, new catalog state directory.
+            run_settings = settings.model_copy(
+                update={"state_dir": tmp / f"sink-{n_sinks}" / ".sandbox"}
+            )
+            open_catalog(run_settings)  # create namespace + WAL before the sinks race
+            ctx = mp.get_context("spawn")
+            t0 = time.perf_counter()
+            procs = [
+                ctx.Process(target=_run_sink, args=(run_settings, high)) for _ in range(n_sinks)
+            ]
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                proc.join()
+            elapsed = time.perf_counter() - t0
+            table = ensure_table(
+                open_catalog(run_settings), run_settings.catalog_namespace, PLAYBACK_EVENTS
+            )
+            rows = table.scan(selected_fields=("kafka_offset",)).count()
+            assert rows == n_events, (rows, n_events)
+            snaps = sorted(table.snapshots(), key=lambda x: x.timestamp_ms)
+            commits = len(snaps)
+            # Steady state: rows committed after the first commit / time between the commits
+            # (leaves out process start-up and the consumer group's first rebalance).
+            first_rows = int(snaps[0].summary["added-records"]) if snaps[0].summary else 0
+            span_s = (snaps[-1].timestamp_ms - snaps[0].timestamp_ms) / 1000
+            out[f"sink{n_sinks}_steady_events_per_s"] = (
+                (n_events - first_rows) / span_s if span_s > 0 else float("nan")
+            )
+            out[f"sink{n_sinks}_s"] = elapsed
+            out[f"sink{n_sinks}_events_per_s"] = n_events / elapsed
+            out[f"sink{n_sinks}_commits"] = commits
+        return out
+    finally:
+        broker.stop()
+
+
+def _simulate_day(task: tuple[int, int, tuple[str, ...], float]) -> pa.Table:
+    """One UTC day of events for some countries, as playback_events Arrow rows."""
+    day_start, seed, countries, clients = task
+    sim = Simulator(
+        load_catalog(), seed=seed, clients=clients, countries=countries, start_ms=day_start
+    )
+    records = list(sim.backfill(day_start + DAY_MS))
+    # A made-up but unique Kafka position per row: one "partition" per task (its seed).
+    return events_arrow(records, [seed] * len(records), list(range(len(records))))
+
+
+def fill_week(settings: Settings, target_events: int) -> tuple[int, float]:
+    catalog = open_catalog(settings)
+    sync_titles(settings, catalog, use_topic=False)
+    table = ensure_table(catalog, settings.catalog_namespace, PLAYBACK_EVENTS)
+    lo, _ = week_bounds_ms(WEEK)
+    countries = load_catalog().countries
+    groups = (countries[0::2], countries[1::2])
+    pilot = Simulator(load_catalog(), seed=0, clients=1000, start_ms=lo)
+    per_client_per_day = pilot.mean_session_events / pilot.mean_session_ms * DAY_MS
+    clients = target_events / 7 / per_client_per_day * 1.05
+    # Each task gets its share of the clients (the simulator renormalises country shares).
+    from producers.simulator import COUNTRY_SHARES
+
+    tasks = []
+    for day in range(7):
+        for g, group in enumerate(groups):
+            share = sum(COUNTRY_SHARES.get(c, 0.01) for c in group) / sum(
+                COUNTRY_SHARES.get(c, 0.01) for c in countries
+            )
+            tasks.append((lo + day * DAY_MS, 1000 + day * 10 + g, group, clients * share))
+    total = 0
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(2) as pool:
+        for part in pool.imap_unordered(_simulate_day, tasks):
+            table.append(part)
+            total += part.num_rows
+    return total, time.perf_counter() - t0
+
+
+def bench_top10(tmp: Path, target_events: int, repeats: int = 3) -> dict[str, float]:
+    settings = Settings(state_dir=tmp / "week" / ".sandbox")
+    n, fill_s = fill_week(settings, target_events)
+    catalog = open_catalog(settings)
+    events = catalog.load_table((settings.catalog_namespace, PLAYBACK_EVENTS.name))
+    titles_t = catalog.load_table((settings.catalog_namespace, TITLES.name))
+    lo, hi = week_bounds_ms(WEEK)
+    request = Top10Request(WEEK)
+
+    def ours_compute() -> int:
+        data, _ = scan_week(events, request, events.current_snapshot().snapshot_id)
+        return len(rank_top(aggregate(data), load_titles(settings, catalog)).rows)
+
+    def ours_full() -> int:
+        return run_top10(settings, catalog, request).rows.num_rows
+
+    con = duckdb_check.connect()
+
+    def theirs() -> int:
+        return len(
+            duckdb_check.top10(con, events.metadata_location, titles_t.metadata_location, lo, hi)
+        )
+
+    out: dict[str, float] = {
+        "week_events": n,
+        "fill_s": fill_s,
+        "data_files": len(list(events.scan().plan_files())),
+    }
+    for name, fn in (
+        ("ours_compute_s", ours_compute),
+        ("ours_with_write_s", ours_full),
+        ("duckdb_s", theirs),
+    ):
+        best = float("inf")
+        rows = 0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            rows = fn()
+            best = min(best, time.perf_counter() - t0)
+        out[name] = best
+        out[name.replace("_s", "_rows")] = rows
+    out["ratio_compute"] = out["ours_compute_s"] / out["duckdb_s"]
+    out["ratio_with_write"] = out["ours_with_write_s"] / out["duckdb_s"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sink-events", type=int, default=400_000)
+    ap.add_argument("--week-events", type=int, default=10_000_000)
+    ap.add_argument("--skip-sink", action="store_true")
+    ap.add_argument("--skip-top10", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lake-bench-") as d:
+        tmp = Path(d)
+        if not args.skip_sink:
+            r = bench_sink(tmp, args.sink_events, (1, 2))
+            print(
+                f"sink: {r['events']:,} events pre-filled in {r['produce_s']:.1f} s "
+                "(3 partitions, default batches)"
+            )
+            for k in (1, 2):
+                print(
+                    f"  {k} sink process(es) in the group: {r[f'sink{k}_s']:.2f} s = "
+                    f"{r[f'sink{k}_events_per_s']:,.0f} events/s into Iceberg end to end "
+                    "(incl. process start and group join), steady state "
+                    f"{r[f'sink{k}_steady_events_per_s']:,.0f} events/s, "
+                    f"{r[f'sink{k}_commits']:.0f} snapshots",
+                    flush=True,
+                )
+        if not args.skip_top10:
+            r = bench_top10(tmp, args.week_events)
+            print(
+                f"week {WEEK}: {r['week_events']:,} events generated into Iceberg in "
+                f"{r['fill_s']:.0f} s (simulator + Arrow, not via Kafka), "
+                f"{r['data_files']} data files"
+            )
+            print(
+                f"top10 ours (scan+aggregate+rank): {r['ours_compute_s']:.3f} s, "
+                f"with the Iceberg write: {r['ours_with_write_s']:.3f} s; "
+                f"duckdb: {r['duckdb_s']:.3f} s; ratio {r['ratio_compute']:.2f}x "
+                f"({r['ratio_with_write']:.2f}x with write); "
+                f"rows {r['ours_compute_rows']}/{r['duckdb_rows']}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Errors of the lakehouse package."""
+
+from __future__ import annotations
+
+
+class LakeError(RuntimeError):
+    """An operational lakehouse failure the user can act on (printed as one line)."""
+
+
+class CatalogConfigError(LakeError):
+    """The catalog settings do not describe a usable catalog."""
+
+
+class TableMissingError(LakeError):
+    """A table the command reads does not exist yet (run the sink first)."""

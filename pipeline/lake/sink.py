@@ -1,0 +1,464 @@
+"""The lake sink: playback events from Kafka into Iceberg, exactly once, without transactions.
+
+Exactly once comes from the table, not from the consumer group:
+
+* every append to ``playback_events`` records, in its snapshot summary, the Kafka position
+  it covers: ``kafka.offsets = {"<topic>": {"<partition>": <next offset>}}`` (the whole map,
+  merged with what was stored before, so the newest snapshot is enough);
+* on start and on every rebalance (``on_assign``) the sink seeks each partition to the
+  offset stored in the table, not to the group's committed offset;
+* before each append (and again after a commit conflict, with the table refreshed) rows below
+  the stored offset of their partition are dropped: a batch already committed, e.g. by a
+  sink that was killed before it could commit the group offsets, is never appended again.
+
+The commit of the group offsets follows the Iceberg commit and is for monitoring only (lag).
+Undecodable records go to the ``dead_letters`` table (original bytes, topic, partition,
+offset, error), committed *before* the events of the same batch and filtered by that table's
+own stored offsets, so they are exactly-once as well.
+
+Data shape per batch: Kafka messages -> decoded records (dicts, timestamps as epoch ms) ->
+one Arrow column per field -> Arrow table sorted by (title_id, country) -> one append.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any, cast
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
+
+from pipeline.lake.catalog import open_catalog
+from pipeline.lake.tables import DEAD_LETTERS, PLAYBACK_EVENTS, TS, columns_table, ensure_table
+from pipeline.lake.titles import sync_titles
+from sandbox.settings import Settings
+from schemas.codec import DecodeError
+from schemas.topics import events_codec
+
+log = logging.getLogger(__name__)
+
+OFFSETS_PROPERTY = "kafka.offsets"
+STAGE = "lake-sink"
+COMMIT_RETRIES = 10
+#: Snapshot expiry: every EXPIRE_EVERY_S, drop snapshots older than EXPIRE_OLDER_THAN,
+#: always keeping the newest KEEP_SNAPSHOTS (time travel over the last minutes stays possible).
+EXPIRE_EVERY_S = 300.0
+EXPIRE_OLDER_THAN = timedelta(minutes=30)
+KEEP_SNAPSHOTS = 20
+
+Offsets = dict[int, int]  # partition -> next offset to read
+
+
+def sink_group(settings: Settings) -> str:
+    """The sink's consumer group (per events topic: each test topic gets its own group)."""
+    return f"lake-sink.{settings.events_topic}"
+
+
+def stored_offsets(table: Table, topic: str) -> Offsets:
+    """The Kafka position the table has committed for ``topic`` (newest snapshot with one)."""
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        summary = snapshot.summary
+        raw = summary.additional_properties.get(OFFSETS_PROPERTY) if summary else None
+        if raw is not None:
+            return {int(p): int(o) for p, o in json.loads(raw).get(topic, {}).items()}
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    return {}
+
+
+def _offsets_json(topic: str, offsets: Offsets) -> str:
+    return json.dumps({topic: {str(p): o for p, o in sorted(offsets.items())}}, sort_keys=True)
+
+
+@dataclass
+class SinkCounters:
+    consumed: int = 0
+    appended: int = 0  # rows appended to playback_events
+    dead_letters: int = 0  # rows appended to dead_letters
+    skipped_committed: int = 0  # rows dropped because the table already had them
+    commits: int = 0
+    commit_conflicts: int = 0
+    expired_snapshots: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Batch:
+    """Decoded records of one commit, column-friendly, with the offsets they cover."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.partitions: list[int] = []
+        self.offsets: list[int] = []
+        self.dead: list[tuple[Message, DecodeError]] = []
+        self.next: Offsets = {}
+        self.started = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.dead)
+
+
+def events_arrow(
+    records: list[dict[str, Any]], partitions: list[int], offsets: list[int]
+) -> pa.Table:
+    """Decoded events (timestamps in epoch ms) -> playback_events' Arrow schema, unsorted."""
+
+    def col(name: str, typ: pa.DataType) -> pa.Array:
+        return pa.array([r[name] for r in records], typ)
+
+    def ts(name: str) -> pa.Array:
+        ms = pa.array([r[name] for r in records], pa.int64())
+        return pc.multiply(ms, 1000).cast(TS)
+
+    s, i64, i32 = pa.string(), pa.int64(), pa.int32()
+    return columns_table(
+        PLAYBACK_EVENTS,
+        [
+            col("event_id", s),
+            col("event_type", s),
+            ts("event_time"),
+            col("session_id", s),
+            col("profile_id", s),
+            col("device_id", s),
+            col("device_type", s),
+            col("title_id", s),
+            col("country", s),
+            col("position_ms", i64),
+            col("watched_ms", i64),
+            col("buffer_ms", i64),
+            col("app_version", s),
+            col("network_type", s),
+            col("bitrate_kbps", i32),
+            col("seq", i64),
+            ts("sent_time"),
+            col("offline", pa.bool_()),
+            pa.array(partitions, i32),
+            pa.array(offsets, i64),
+        ],
+    )
+
+
+def dead_letters_arrow(
+    topic: str, dead: list[tuple[Message, DecodeError]], now_ms: int
+) -> pa.Table:
+    return columns_table(
+        DEAD_LETTERS,
+        [
+            pa.array([topic] * len(dead), pa.string()),
+            pa.array([m.partition() for m, _ in dead], pa.int32()),
+            pa.array([m.offset() for m, _ in dead], pa.int64()),
+            pa.array([STAGE] * len(dead), pa.string()),
+            pa.array([e.kind for _, e in dead], pa.string()),
+            pa.array([str(e)[:2000] for _, e in dead], pa.string()),
+            pc.multiply(pa.array([now_ms] * len(dead), pa.int64()), 1000).cast(TS),
+            pa.array([m.key() for m, _ in dead], pa.binary()),
+            pa.array([m.value() for m, _ in dead], pa.binary()),
+        ],
+    )
+
+
+def _keep_uncommitted(data: pa.Table, part_col: str, off_col: str, stored: Offsets) -> pa.Table:
+    """Drop rows whose offset the table already covers (stored[partition] > offset)."""
+    if not stored or data.num_rows == 0:
+        return data
+    parts = data[part_col]
+    # Vectorised: map each partition to its stored offset via a small lookup table.
+    keys = pa.array(sorted(stored), pa.int32())
+    values = pa.array([stored[p] for p in sorted(stored)], pa.int64())
+    idx = pc.index_in(parts, value_set=keys)
+    floor = pc.fill_null(pc.take(values, idx), 0)
+    return data.filter(pc.greater_equal(data[off_col], floor))
+
+
+class LakeSink:
+    """One consumer of the events topic writing batches to Iceberg. ``run()`` until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog | None = None,
+        *,
+        sync_titles_on_start: bool = True,
+        consumer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.events_topic
+        self.catalog = catalog or open_catalog(settings)
+        ns = settings.catalog_namespace
+        self.events = ensure_table(self.catalog, ns, PLAYBACK_EVENTS)
+        self.dead = ensure_table(self.catalog, ns, DEAD_LETTERS)
+        if sync_titles_on_start:
+            sync_titles(settings, self.catalog)
+        self.counters = SinkCounters()
+        self._codec = events_codec(timestamps="ms")
+        self._stop = False
+        self._assigned: set[int] = set()
+        self._batch = _Batch()
+        self._last_expire = time.monotonic()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": sink_group(settings),
+                "enable.auto.commit": False,  # the table holds the truth; see module doc
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                "queued.max.messages.kbytes": 262_144,
+                # A killed sink's partitions move to a live one after 10 s, not the 45 s default.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
+                "log_level": 3,
+                **(consumer_overrides or {}),
+            }
+        )
+
+    # -- rebalance --------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.events.refresh()
+        stored = stored_offsets(self.events, self.topic)
+        for tp in partitions:
+            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
+            self._assigned.add(tp.partition)
+        log.info(
+            "assigned %s from the table's offsets %s", [t.partition for t in partitions], stored
+        )
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Buffered rows of a revoked partition are dropped, not written: the next owner
+        # re-reads them from the table's stored offset.
+        gone = {tp.partition for tp in partitions}
+        self._assigned -= gone
+        if gone & set(self._batch.next):
+            self._batch = self._rebatch_without(gone)
+        consumer.unassign()
+
+    def _rebatch_without(self, gone: set[int]) -> _Batch:
+        old, new = self._batch, _Batch()
+        new.started = old.started
+        for rec, p, o in zip(old.records, old.partitions, old.offsets, strict=True):
+            if p not in gone:
+                new.records.append(rec)
+                new.partitions.append(p)
+                new.offsets.append(o)
+        new.dead = [(m, e) for m, e in old.dead if m.partition() not in gone]
+        new.next = {p: o for p, o in old.next.items() if p not in gone}
+        return new
+
+    @property
+    def assigned(self) -> frozenset[int]:
+        """Partitions of the events topic this sink owns right now."""
+        return frozenset(self._assigned)
+
+    # -- main loop --------------------------------------------------------------------------
+    def stop(self, *_args: object) -> None:
+        self._stop = True
+
+    def run(
+        self,
+        *,
+        until: Callable[[LakeSink], bool] | None = None,
+        max_seconds: float | None = None,
+        install_signal_handlers: bool = False,
+    ) -> SinkCounters:
+        """Consume, batch and commit until ``stop()``, SIGINT/SIGTERM, ``until(self)`` or the
+        deadline; the last batch is committed before returning."""
+        if install_signal_handlers:
+            signal.signal(signal.SIGINT, self._signal)
+            signal.signal(signal.SIGTERM, self._signal)
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        rows_per_commit = self.settings.sink_batch_rows
+        batch_s = self.settings.sink_batch_ms / 1000
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        try:
+            while not self._stop:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                want = max(1, min(10_000, rows_per_commit - len(self._batch)))
+                msgs = self._consumer.consume(want, timeout=0.2)
+                if msgs:
+                    self._add(msgs)
+                batch = self._batch
+                if batch.next and (
+                    len(batch) >= rows_per_commit or time.monotonic() - batch.started >= batch_s
+                ):
+                    self.flush()
+                elif not batch.next:
+                    batch.started = time.monotonic()
+                if time.monotonic() - self._last_expire >= EXPIRE_EVERY_S:
+                    self.expire_snapshots()
+                if until is not None and not batch.next and until(self):
+                    break
+            self.flush()
+        finally:
+            self._consumer.close()
+        return self.counters
+
+    def _signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self._stop = True
+
+    def _add(self, msgs: list[Message]) -> None:
+        batch = self._batch
+        decode = self._codec.decode
+        records, parts, offs, nxt = batch.records, batch.partitions, batch.offsets, batch.next
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    name = err.name()
+                    self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
+                    if err.fatal():
+                        raise RuntimeError(f"{self.topic}: fatal consumer error {err.str()}")
+                continue
+            # Consumed messages always have a partition and an offset; value may be None
+            # (a tombstone), which the codec rejects as truncated.
+            p, o = cast(int, msg.partition()), cast(int, msg.offset())
+            try:
+                records.append(decode(cast(bytes, msg.value())))
+            except DecodeError as exc:
+                batch.dead.append((msg, exc))
+            else:
+                parts.append(p)
+                offs.append(o)
+            nxt[p] = o + 1
+        self.counters.consumed += len(msgs)
+
+    # -- commit -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Commit the current batch to Iceberg (dead letters first), then the group offsets."""
+        batch, self._batch = self._batch, _Batch()
+        if not batch.next:
+            return
+        if batch.dead:
+            dead = dead_letters_arrow(self.topic, batch.dead, time.time_ns() // 1_000_000)
+            self.counters.dead_letters += self._commit(
+                self.dead, dead, "source_partition", "source_offset", batch.next
+            )
+        events = events_arrow(batch.records, batch.partitions, batch.offsets)
+        # The table's sort order (title_id, country): a Top-10 scan reads runs of one title.
+        events = events.sort_by([("title_id", "ascending"), ("country", "ascending")])
+        self.counters.appended += self._commit(
+            self.events, events, "kafka_partition", "kafka_offset", batch.next
+        )
+        self._consumer.commit(
+            offsets=[TopicPartition(self.topic, p, o) for p, o in batch.next.items()],
+            asynchronous=True,
+        )
+
+    def _commit(
+        self, table: Table, data: pa.Table, part_col: str, off_col: str, covers: Offsets
+    ) -> int:
+        """Append ``data`` minus what ``table`` already has; record the offsets. Returns rows."""
+        for attempt in range(COMMIT_RETRIES):
+            stored = stored_offsets(table, self.topic)
+            fresh = _keep_uncommitted(data, part_col, off_col, stored)
+            self.counters.skipped_committed += data.num_rows - fresh.num_rows
+            merged = dict(stored)
+            for p, o in covers.items():
+                merged[p] = max(o, stored.get(p, 0))
+            if merged == stored:
+                return 0  # everything in this batch is already in the table
+            props = {
+                OFFSETS_PROPERTY: _offsets_json(self.topic, merged),
+                "sink.rows": str(fresh.num_rows),
+            }
+            try:
+                table.append(fresh, snapshot_properties=props)
+            except CommitFailedException:
+                self.counters.commit_conflicts += 1
+                log.warning("commit conflict on %s (attempt %d); refreshing", table.name(), attempt)
+                table.refresh()
+                data = fresh
+                continue
+            self.counters.commits += 1
+            return fresh.num_rows
+        raise RuntimeError(f"{table.name()}: {COMMIT_RETRIES} commit conflicts in a row")
+
+    # -- maintenance ------------------------------------------------------------------------
+    def expire_snapshots(self, now: datetime | None = None) -> int:
+        """Expire old snapshots of the sink's tables, keeping the newest KEEP_SNAPSHOTS."""
+        self._last_expire = time.monotonic()
+        now = now or datetime.now(UTC)
+        cutoff_ms = int((now - EXPIRE_OLDER_THAN).timestamp() * 1000)
+        total = 0
+        for table in (self.events, self.dead):
+            try:
+                total += expire_old_snapshots(table, cutoff_ms, KEEP_SNAPSHOTS)
+            except CommitFailedException:
+                # Another writer committed meanwhile; expiry is housekeeping, retry next round.
+                log.info("snapshot expiry of %s skipped after a commit conflict", table.name())
+                table.refresh()
+        self.counters.expired_snapshots += total
+        return total
+
+
+def expire_old_snapshots(table: Table, older_than_ms: int, keep: int) -> int:
+    """Expire snapshots older than ``older_than_ms`` (epoch ms) beyond the newest ``keep``."""
+    table.refresh()
+    snaps = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)
+    current = table.current_snapshot()
+    candidates = [
+        s.snapshot_id
+        for s in snaps[: max(0, len(snaps) - keep)]
+        if s.timestamp_ms < older_than_ms
+        and (current is None or s.snapshot_id != current.snapshot_id)
+    ]
+    if candidates:
+        table.maintenance.expire_snapshots().by_ids(candidates).commit()
+    return len(candidates)
+
+
+def high_watermarks(
+    settings: Settings, timeout_s: float = 10.0, topic: str | None = None
+) -> Offsets:
+    """End offset per partition of ``topic`` (default: the events topic)."""
+    topic = topic or settings.events_topic
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": "lake-watermarks",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
+    try:
+        md = consumer.list_topics(topic, timeout=timeout_s)
+        parts = md.topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+            for p in parts
+        }
+    finally:
+        consumer.close()
+
+
+def wait_until_caught_up(settings: Settings, catalog: Catalog, timeout_s: float) -> Offsets:
+    """Poll until the table's stored offsets reach the topic's high watermarks (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    high = high_watermarks(settings)
+    table = ensure_table(catalog, settings.catalog_namespace, PLAYBACK_EVENTS)
+    while True:
+        table.refresh()
+        stored = stored_offsets(table, settings.events_topic)
+        if all(stored.get(p, 0) >= h for p, h in high.items()):
+            return stored
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"the sink has not committed everything within {timeout_s:.0f}s: "
+                f"table at {stored}, topic at {high}"
+            )
+        time.sleep(0.2)  # a poll interval of a bounded wait, not a fixed delay
