@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing as mp
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
-from infra.kafka import KafkaConfig, LocalKafka, ensure_topics
+from infra.kafka import ensure_topics, temporary_broker
 from infra.stack import topic_plan
 from pipeline.lake import duckdb_check
 from pipeline.lake.catalog import open_catalog
@@ -45,12 +44,6 @@ WEEK = "2026-W47"
 DAY_MS = 86_400_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run_sink(settings: Settings, high: dict[int, int]) -> None:
     sink = LakeSink(settings, sync_titles_on_start=False)
 
@@ -65,16 +58,8 @@ def _run_sink(settings: Settings, high: dict[int, int]) -> None:
 
 
 def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[str, float]:
-    cfg = KafkaConfig(
-        state_dir=tmp / "kafka",
-        libs_dir=REPO / ".sandbox" / "kafka-libs",
-        port=_free_port(),
-        controller_port=_free_port(),
-        heap_mb=1024,
-    )
-    broker = LocalKafka(cfg)
-    broker.start(timeout_s=90)
-    try:
+    libs = REPO / ".sandbox" / "kafka-libs"
+    with temporary_broker(libs, state_dir=tmp / "kafka", heap_mb=1024) as cfg:
         settings = Settings(state_dir=tmp / "sink" / ".sandbox", kafka_bootstrap=cfg.bootstrap)
         ensure_topics(settings.bootstrap_servers, topic_plan(settings))
         lo, _ = week_bounds_ms(WEEK)
@@ -123,8 +108,6 @@ def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[s
             out[f"sink{n_sinks}_events_per_s"] = n_events / elapsed
             out[f"sink{n_sinks}_commits"] = commits
         return out
-    finally:
-        broker.stop()
 
 
 def _simulate_day(task: tuple[int, int, tuple[str, ...], float]) -> pa.Table:

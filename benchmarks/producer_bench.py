@@ -73,17 +73,7 @@ def bench_limit(bootstrap: str, topic: str, evs: list[dict]) -> float:
 
 
 def _full(settings: Settings, n: int, seed: int) -> dict:
-    request = ProduceRequest(
-        events=n,
-        duration_ms=None,
-        rate=None,
-        backfill_start_ms=START_MS,
-        clients=1000,
-        countries=None,
-        seed=seed,
-        ground_truth=None,
-        partition=None,
-    )
+    request = ProduceRequest(events=n, backfill_start_ms=START_MS, clients=1000, seed=seed)
     return run_produce(settings, request)
 
 

@@ -13,7 +13,10 @@ import base64
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -284,6 +287,33 @@ class LocalKafka:
             if f.exists():
                 out += f.read_text(errors="replace").splitlines()[-lines:]
         return "\n".join(out) or "(no log output)"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free now (the OS picks it); for brokers of tests and benchmarks."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def temporary_broker(
+    libs_dir: Path, *, state_dir: Path | None = None, heap_mb: int = 512, timeout_s: float = 90
+) -> Iterator[KafkaConfig]:
+    """A broker of its own on free ports, stopped on exit: for tests and benchmarks."""
+    cfg = KafkaConfig(
+        state_dir=state_dir or Path(tempfile.mkdtemp(prefix="sandbox-kafka-")),
+        libs_dir=libs_dir,
+        port=free_port(),
+        controller_port=free_port(),
+        heap_mb=heap_mb,
+    )
+    broker = LocalKafka(cfg)
+    broker.start(timeout_s=timeout_s)
+    try:
+        yield cfg
+    finally:
+        broker.stop()
 
 
 def ensure_topics(bootstrap: str, topics: list[NewTopic], timeout_s: float = 30.0) -> list[str]:

@@ -142,8 +142,12 @@ def stop(run_dir: Path, name: str, timeout_s: float = 20.0) -> bool:
 
 
 def _exited(rec: ProcessRecord) -> bool:
-    # Reap first: our own exited child stays a zombie (and its Popen warns) until waited for.
-    return _reap(rec.pid) or not pid_alive(rec.pid, rec.marker)
+    # Our own child is judged by poll() alone: an exiting process's /proc cmdline is already
+    # empty (so pid_alive says "gone") before it can be reaped, and an unreaped child stays a
+    # zombie whose Popen warns at exit.
+    if rec.pid in _CHILDREN:
+        return _reap(rec.pid)
+    return not pid_alive(rec.pid, rec.marker)
 
 
 def _reap(pid: int) -> bool:

@@ -29,15 +29,17 @@ from schemas.topics import events_codec, titles_codec
 
 @dataclass(frozen=True)
 class ProduceRequest:
-    events: int | None  # stop after exactly this many
-    duration_ms: int | None  # or after this much event time
-    rate: float | None  # target events/s; None: derived from `clients`
-    backfill_start_ms: int | None  # None: real time, starting now
-    clients: int
-    countries: tuple[str, ...] | None
-    seed: int | None  # None: a fresh random seed (printed in the summary)
-    ground_truth: str | None  # JSONL path
-    partition: int | None
+    """What `sandbox produce` was asked for; give ``events`` or ``duration_ms`` (or both)."""
+
+    events: int | None = None  # stop after exactly this many
+    duration_ms: int | None = None  # or after this much event time
+    rate: float | None = None  # target events/s; None: derived from `clients`
+    backfill_start_ms: int | None = None  # None: real time, starting now
+    clients: int = 200
+    countries: tuple[str, ...] | None = None  # None: every country of the catalog
+    seed: int | None = None  # None: a fresh random seed (printed in the summary)
+    ground_truth: str | None = None  # JSONL path
+    partition: int | None = None  # None: the key decides
 
     def __post_init__(self) -> None:
         if self.events is None and self.duration_ms is None:

@@ -64,15 +64,11 @@ def run_demo(
         summary = run_produce(
             settings,
             ProduceRequest(
-                events=None,
                 duration_ms=7 * DAY_MS,
-                rate=None,
                 backfill_start_ms=monday_ms,
                 clients=BACKFILL_CLIENTS,
                 countries=DEMO_COUNTRIES,
                 seed=42,
-                ground_truth=None,
-                partition=None,
             ),
             console=console,
         )
@@ -146,17 +142,7 @@ def run_demo(
 
 def live(settings: Settings, *, seconds: float, rate: float, console: Console) -> None:
     """Clients play for ``seconds`` at ``rate`` events/s while the flow view reads them back."""
-    request = ProduceRequest(
-        events=None,
-        duration_ms=round(seconds * 1000),
-        rate=rate,
-        backfill_start_ms=None,
-        clients=400,
-        countries=None,
-        seed=None,
-        ground_truth=None,
-        partition=None,
-    )
+    request = ProduceRequest(duration_ms=round(seconds * 1000), rate=rate, clients=400)
     summary: dict[str, Any] = {}
     producer = threading.Thread(
         target=lambda: summary.update(run_produce(settings, request, console=None)),

@@ -8,7 +8,6 @@ ports, with its state in a temporary directory; the Kafka jars come from the pro
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,18 +15,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from infra.kafka import KafkaConfig, LocalKafka, ensure_topics
+from infra.kafka import KafkaConfig, ensure_topics, free_port, temporary_broker
 from infra.stack import topic_plan
 from sandbox.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_LIBS = REPO / ".sandbox" / "kafka-libs"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -41,19 +34,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaConfig]:
-    cfg = KafkaConfig(
-        state_dir=tmp_path_factory.mktemp("kafka-state"),
-        libs_dir=KAFKA_LIBS,
-        port=free_port(),
-        controller_port=free_port(),
-        heap_mb=512,
-    )
-    broker = LocalKafka(cfg)
-    broker.start(timeout_s=90)
-    try:
+    with temporary_broker(KAFKA_LIBS, state_dir=tmp_path_factory.mktemp("kafka-state")) as cfg:
         yield cfg
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

@@ -26,17 +26,12 @@ def produce(settings: Settings, tmp_path: Path, **overrides: object) -> tuple[di
     truth = tmp_path / "truth.jsonl"
     fields: dict = dict(
         events=N_EVENTS,
-        duration_ms=None,
-        rate=None,
         backfill_start_ms=BACKFILL_START_MS,
         clients=300,
-        countries=None,
         seed=7,
         ground_truth=str(truth),
-        partition=None,
     )
-    fields.update(overrides)
-    return run_produce(settings, ProduceRequest(**fields)), truth
+    return run_produce(settings, ProduceRequest(**{**fields, **overrides})), truth
 
 
 def read_back(settings: Settings, group: str, expected: int) -> list:
