@@ -12,11 +12,11 @@ country is a simplification (the US is modelled as America/New_York).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
-from typing import Iterable, Iterator, Mapping
 from zoneinfo import ZoneInfo
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "titles.json"
@@ -25,28 +25,30 @@ CATEGORIES = ("FILM", "TV")
 
 #: Countries of the sandbox (ISO 3166-1 alpha-2) and the time zone used for
 #: their local evening peak.
-COUNTRY_TIMEZONES: Mapping[str, str] = MappingProxyType({
-    "US": "America/New_York",
-    "GB": "Europe/London",
-    "CA": "America/Toronto",
-    "BR": "America/Sao_Paulo",
-    "MX": "America/Mexico_City",
-    "DE": "Europe/Berlin",
-    "FR": "Europe/Paris",
-    "ES": "Europe/Madrid",
-    "IT": "Europe/Rome",
-    "NL": "Europe/Amsterdam",
-    "SE": "Europe/Stockholm",
-    "PL": "Europe/Warsaw",
-    "IN": "Asia/Kolkata",
-    "JP": "Asia/Tokyo",
-    "KR": "Asia/Seoul",
-    "AU": "Australia/Sydney",
-    "NG": "Africa/Lagos",
-    "ZA": "Africa/Johannesburg",
-    "TR": "Europe/Istanbul",
-    "AR": "America/Argentina/Buenos_Aires",
-})
+COUNTRY_TIMEZONES: Mapping[str, str] = MappingProxyType(
+    {
+        "US": "America/New_York",
+        "GB": "Europe/London",
+        "CA": "America/Toronto",
+        "BR": "America/Sao_Paulo",
+        "MX": "America/Mexico_City",
+        "DE": "Europe/Berlin",
+        "FR": "Europe/Paris",
+        "ES": "Europe/Madrid",
+        "IT": "Europe/Rome",
+        "NL": "Europe/Amsterdam",
+        "SE": "Europe/Stockholm",
+        "PL": "Europe/Warsaw",
+        "IN": "Asia/Kolkata",
+        "JP": "Asia/Tokyo",
+        "KR": "Asia/Seoul",
+        "AU": "Australia/Sydney",
+        "NG": "Africa/Lagos",
+        "ZA": "Africa/Johannesburg",
+        "TR": "Europe/Istanbul",
+        "AR": "America/Argentina/Buenos_Aires",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
 def _default(o):
     if isinstance(o, datetime):
         if o.tzinfo is None:
-            o = o.replace(tzinfo=timezone.utc)
+            o = o.replace(tzinfo=UTC)
         return (o - _EPOCH) // _MS
     if isinstance(o, date):
         return o.isoformat()
@@ -47,7 +48,9 @@ class GroundTruthWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f: IO[str] | None = _open(self.path, "a" if append else "w")
-        self._dumps = json.JSONEncoder(separators=(",", ":"), default=_default, ensure_ascii=False).encode
+        self._dumps = json.JSONEncoder(
+            separators=(",", ":"), default=_default, ensure_ascii=False
+        ).encode
         self.count = 0
 
     def write(self, event: dict) -> None:
@@ -78,7 +81,7 @@ class GroundTruthWriter:
     def closed(self) -> bool:
         return self._f is None
 
-    def __enter__(self) -> "GroundTruthWriter":
+    def __enter__(self) -> GroundTruthWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -63,30 +63,68 @@ import math
 import random
 import time
 from bisect import bisect_right
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime
 from hashlib import blake2b
 from heapq import heapify, heappop, heappush, heapreplace
-from typing import Iterator, Sequence
 
 from producers.catalog import Catalog
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
-_EPOCH_DAY0 = datetime(1970, 1, 1).date().toordinal()
+_EPOCH_DAY0 = date(1970, 1, 1).toordinal()
 
 #: Relative audience size per country (renormalised over the selected countries).
 COUNTRY_SHARES = {
-    "US": 0.22, "BR": 0.08, "GB": 0.06, "IN": 0.06, "MX": 0.05, "DE": 0.05,
-    "FR": 0.045, "JP": 0.04, "CA": 0.04, "ES": 0.035, "IT": 0.035, "KR": 0.03,
-    "AU": 0.025, "AR": 0.025, "NL": 0.02, "PL": 0.02, "TR": 0.02, "SE": 0.015,
-    "NG": 0.015, "ZA": 0.015,
+    "US": 0.22,
+    "BR": 0.08,
+    "GB": 0.06,
+    "IN": 0.06,
+    "MX": 0.05,
+    "DE": 0.05,
+    "FR": 0.045,
+    "JP": 0.04,
+    "CA": 0.04,
+    "ES": 0.035,
+    "IT": 0.035,
+    "KR": 0.03,
+    "AU": 0.025,
+    "AR": 0.025,
+    "NL": 0.02,
+    "PL": 0.02,
+    "TR": 0.02,
+    "SE": 0.015,
+    "NG": 0.015,
+    "ZA": 0.015,
 }
 
 #: Relative session-start intensity by local hour (value at hh:30, linearly
 #: interpolated per minute); the peak is 20:00-22:00.
 DIURNAL_BY_HOUR = (
-    0.45, 0.28, 0.16, 0.10, 0.07, 0.06, 0.08, 0.12, 0.17, 0.21, 0.24, 0.27,
-    0.31, 0.33, 0.34, 0.36, 0.41, 0.50, 0.64, 0.81, 0.97, 1.00, 0.86, 0.64,
+    0.45,
+    0.28,
+    0.16,
+    0.10,
+    0.07,
+    0.06,
+    0.08,
+    0.12,
+    0.17,
+    0.21,
+    0.24,
+    0.27,
+    0.31,
+    0.33,
+    0.34,
+    0.36,
+    0.41,
+    0.50,
+    0.64,
+    0.81,
+    0.97,
+    1.00,
+    0.86,
+    0.64,
 )
 
 DEVICE_TYPES = ("TV", "MOBILE", "WEB", "CONSOLE", "TABLET")
@@ -106,7 +144,12 @@ _NETWORKS = {
 #: device type -> ((app_version, weight), ...)  (a staged rollout per platform)
 _APP_VERSIONS = {
     "TV": (("tv-7.10.2", 0.12), ("tv-7.11.0", 0.33), ("tv-7.12.1", 0.55)),
-    "MOBILE": (("ios-16.3.0", 0.10), ("ios-16.4.2", 0.35), ("android-8.98.1", 0.20), ("android-8.99.0", 0.35)),
+    "MOBILE": (
+        ("ios-16.3.0", 0.10),
+        ("ios-16.4.2", 0.35),
+        ("android-8.98.1", 0.20),
+        ("android-8.99.0", 0.35),
+    ),
     "WEB": (("web-2026.11.03", 0.30), ("web-2026.11.17", 0.70)),
     "CONSOLE": (("console-5.4.0", 0.40), ("console-5.5.1", 0.60)),
     "TABLET": (("ipados-16.4.2", 0.55), ("android-8.99.0", 0.45)),
@@ -161,11 +204,14 @@ def _normalised_cum(weights: Sequence[float]) -> list[float]:
 _N_DEVICES_CUM = _normalised_cum((0.35, 0.35, 0.2, 0.1))[:-1]  # 1..4 devices per profile
 _DEVICE_CUM = _normalised_cum(_DEVICE_SHARES)
 _DEVICE_CUM_MOBILE_FIRST = _normalised_cum(_DEVICE_SHARES_MOBILE_FIRST)
-_APP_CUM = {d: (tuple(a for a, _ in v), _normalised_cum([w for _, w in v])) for d, v in _APP_VERSIONS.items()}
+_APP_CUM = {
+    d: (tuple(a for a, _ in v), _normalised_cum([w for _, w in v]))
+    for d, v in _APP_VERSIONS.items()
+}
 
 
 def key_for(event: dict) -> bytes:
-    """Kafka message key: the session id, so a session's events keep their order on one partition."""
+    """Kafka message key: the session id, so a session's events stay in order on one partition."""
     return event["session_id"].encode()
 
 
@@ -217,7 +263,9 @@ class Simulator:
         self._country_cum = _cum([self.country_shares[c] for c in countries])
 
         self._diurnal_curve = self._minute_curve()
-        self._mean_diurnal = (sum(self._diurnal_curve) / len(self._diurnal_curve)) if diurnal else 1.0
+        self._mean_diurnal = (
+            (sum(self._diurnal_curve) / len(self._diurnal_curve)) if diurnal else 1.0
+        )
         self._offsets: dict[tuple[str, int], int] = {}
         self._tables: dict[tuple[str, int], tuple] = {}
         self._profiles: dict[tuple[str, int], tuple] = {}
@@ -240,7 +288,8 @@ class Simulator:
             self._base_per_ms = self.clients / (self._mean_diurnal * self.mean_session_ms)
         self.rate = rate
         self._n_profiles = {
-            c: max(50, int(profiles_per_client * self.clients * self.country_shares[c])) for c in countries
+            c: max(50, int(profiles_per_client * self.clients * self.country_shares[c]))
+            for c in countries
         }
 
     # ------------------------------------------------------------------ public
@@ -385,7 +434,8 @@ class Simulator:
             self._local_rank[c] = {tid: i + 1 for i, tid in enumerate(avail)}
 
     def title_weights(self, country: str, day: int) -> dict[str, float]:
-        """Popularity weight of each title watchable in ``country`` on UTC day ``day`` (days since epoch)."""
+        """Popularity weight of each title watchable in ``country`` on UTC day ``day``
+        (days since the epoch)."""
         ids, _, weights = self._table_parts(country, day)
         return dict(zip(ids, weights, strict=True))
 
@@ -422,7 +472,8 @@ class Simulator:
 
     # ---------------------------------------------------------------- profiles
     def _profile(self, country: str, idx: int) -> tuple:
-        """(profile_id, devices) of profile ``idx`` of ``country``; a pure function of (seed, country, idx).
+        """(profile_id, devices) of profile ``idx`` of ``country``; a pure function of
+        (seed, country, idx).
 
         A device is (device_id, device_type, app_version, networks, network cum weights).
         """
@@ -431,7 +482,9 @@ class Simulator:
         if p is None:
             name = f"{self.seed}:profile:{country}:{idx}".encode()
             d = blake2b(name, digest_size=34).digest()
-            u = [int.from_bytes(d[k:k + 2], "big") / 65536.0 for k in range(16, 34, 2)]  # 9 uniforms
+            u = [
+                int.from_bytes(d[k : k + 2], "big") / 65536.0 for k in range(16, 34, 2)
+            ]  # 9 uniforms
             n_dev = 1 + bisect_right(_N_DEVICES_CUM, u[0])
             shares = _DEVICE_CUM_MOBILE_FIRST if country in _MOBILE_FIRST else _DEVICE_CUM
             devices = []
@@ -441,7 +494,9 @@ class Simulator:
                 app = apps[min(bisect_right(app_cum, u[5 + k]), len(apps) - 1)]
                 nets = _NETWORKS[dtype]
                 dev_id = _uuid_from_bytes(blake2b(name + b":%d" % k, digest_size=16).digest())
-                devices.append((dev_id, dtype, app, tuple(n for n, _ in nets), _cum([w for _, w in nets])))
+                devices.append(
+                    (dev_id, dtype, app, tuple(n for n, _ in nets), _cum([w for _, w in nets]))
+                )
             p = (_uuid_from_bytes(d[:16]), tuple(devices))
             if len(self._profiles) > 2_000_000:
                 self._profiles.clear()
@@ -477,29 +532,74 @@ class Simulator:
             stop = runtime
         return ids[i], runtime, start, stop
 
-    def _new_session(self, rng: random.Random, t: int, country: str, *,
-                     plan=None, warm_elapsed: int | None = None, skip_ms: float = -1):
+    def _new_session(
+        self,
+        rng: random.Random,
+        t: int,
+        country: str,
+        *,
+        plan=None,
+        warm_elapsed: int | None = None,
+        skip_ms: float = -1,
+    ):
         if plan is None:
             plan = self._plan(rng, t, country)
         r = rng.random
         idx = int(self._n_profiles[country] * r() ** 1.5)  # heavy users watch more
         profile_id, devices = self._profile(country, idx)
-        dev = devices[0] if (len(devices) == 1 or r() < 0.6) else devices[1 + int(r() * (len(devices) - 1))]
+        dev = (
+            devices[0]
+            if (len(devices) == 1 or r() < 0.6)
+            else devices[1 + int(r() * (len(devices) - 1))]
+        )
         device_id, dtype, app, nets, net_cum = dev
         j = bisect_right(net_cum, r() * net_cum[-1])
         net = nets[j if j < len(nets) else -1]
         top = min(_DEVICE_TOP[dtype], _NETWORK_TOP[net])
         level = max(0, top - int(r() * 4))
-        stall_mean_ms = _STALL_MEAN_MIN[net] * 60_000 / (_STALL_DEVICE[dtype] * _STALL_COUNTRY.get(country, 1.0))
+        stall_mean_ms = (
+            _STALL_MEAN_MIN[net]
+            * 60_000
+            / (_STALL_DEVICE[dtype] * _STALL_COUNTRY.get(country, 1.0))
+        )
         rate_buf = 1.0 / stall_mean_ms
         rate_int = rate_buf + 1.0 / (_PAUSE_MEAN_MIN * 60_000)
         return self._session(
-            rng, t, country, plan, profile_id, device_id, dtype, app, net, level, top,
-            rate_int, rate_buf / rate_int, warm_elapsed, skip_ms,
+            rng,
+            t,
+            country,
+            plan,
+            profile_id,
+            device_id,
+            dtype,
+            app,
+            net,
+            level,
+            top,
+            rate_int,
+            rate_buf / rate_int,
+            warm_elapsed,
+            skip_ms,
         )
 
-    def _session(self, rng, t, country, plan, profile_id, device_id, dtype, app, net,
-                 level, top, rate_int, frac_buf, warm_elapsed, skip):
+    def _session(
+        self,
+        rng,
+        t,
+        country,
+        plan,
+        profile_id,
+        device_id,
+        dtype,
+        app,
+        net,
+        level,
+        top,
+        rate_int,
+        frac_buf,
+        warm_elapsed,
+        skip,
+    ):
         """Generator of one session's events; returns (events, duration_ms) when done."""
         random_ = rng.random
         getrandbits = rng.getrandbits
@@ -507,7 +607,7 @@ class Simulator:
         M, V = _UUID_MASK, _UUID_V4
         ladder = BITRATE_LADDER
         hb = self.heartbeat_ms
-        title_id, runtime, pos, stop = plan
+        title_id, _runtime, pos, stop = plan
         session_id = _uuid4(getrandbits)
         br = ladder[level]
         p_full = 1.0 - exp(-rate_int * hb)  # P(pause or stall) in a full heartbeat interval
@@ -519,11 +619,23 @@ class Simulator:
                 h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                 yield {
                     "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                    "event_type": "PLAY", "event_time": t, "session_id": session_id,
-                    "profile_id": profile_id, "device_id": device_id, "device_type": dtype,
-                    "title_id": title_id, "country": country, "position_ms": pos,
-                    "watched_ms": 0, "buffer_ms": 0, "app_version": app, "network_type": net,
-                    "bitrate_kbps": br, "seq": seq, "sent_time": t, "offline": False,
+                    "event_type": "PLAY",
+                    "event_time": t,
+                    "session_id": session_id,
+                    "profile_id": profile_id,
+                    "device_id": device_id,
+                    "device_type": dtype,
+                    "title_id": title_id,
+                    "country": country,
+                    "position_ms": pos,
+                    "watched_ms": 0,
+                    "buffer_ms": 0,
+                    "app_version": app,
+                    "network_type": net,
+                    "bitrate_kbps": br,
+                    "seq": seq,
+                    "sent_time": t,
+                    "offline": False,
                 }
             seq = 1
         else:
@@ -557,11 +669,23 @@ class Simulator:
                     h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                     yield {
                         "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                        "event_type": etype, "event_time": t, "session_id": session_id,
-                        "profile_id": profile_id, "device_id": device_id, "device_type": dtype,
-                        "title_id": title_id, "country": country, "position_ms": pos,
-                        "watched_ms": chunk, "buffer_ms": 0, "app_version": app, "network_type": net,
-                        "bitrate_kbps": br, "seq": seq, "sent_time": t, "offline": False,
+                        "event_type": etype,
+                        "event_time": t,
+                        "session_id": session_id,
+                        "profile_id": profile_id,
+                        "device_id": device_id,
+                        "device_type": dtype,
+                        "title_id": title_id,
+                        "country": country,
+                        "position_ms": pos,
+                        "watched_ms": chunk,
+                        "buffer_ms": 0,
+                        "app_version": app,
+                        "network_type": net,
+                        "bitrate_kbps": br,
+                        "seq": seq,
+                        "sent_time": t,
+                        "offline": False,
                     }
                 seq += 1
                 if etype == "STOP":
@@ -585,11 +709,23 @@ class Simulator:
                     h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                     yield {
                         "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                        "event_type": etype, "event_time": t, "session_id": session_id,
-                        "profile_id": profile_id, "device_id": device_id, "device_type": dtype,
-                        "title_id": title_id, "country": country, "position_ms": pos,
-                        "watched_ms": w, "buffer_ms": b, "app_version": app, "network_type": net,
-                        "bitrate_kbps": br, "seq": seq, "sent_time": t, "offline": False,
+                        "event_type": etype,
+                        "event_time": t,
+                        "session_id": session_id,
+                        "profile_id": profile_id,
+                        "device_id": device_id,
+                        "device_type": dtype,
+                        "title_id": title_id,
+                        "country": country,
+                        "position_ms": pos,
+                        "watched_ms": w,
+                        "buffer_ms": b,
+                        "app_version": app,
+                        "network_type": net,
+                        "bitrate_kbps": br,
+                        "seq": seq,
+                        "sent_time": t,
+                        "offline": False,
                     }
                 seq += 1
                 if etype == "STOP":
@@ -602,11 +738,23 @@ class Simulator:
                 h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                 yield {
                     "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                    "event_type": "PAUSE", "event_time": t, "session_id": session_id,
-                    "profile_id": profile_id, "device_id": device_id, "device_type": dtype,
-                    "title_id": title_id, "country": country, "position_ms": pos,
-                    "watched_ms": w, "buffer_ms": 0, "app_version": app, "network_type": net,
-                    "bitrate_kbps": br, "seq": seq, "sent_time": t, "offline": False,
+                    "event_type": "PAUSE",
+                    "event_time": t,
+                    "session_id": session_id,
+                    "profile_id": profile_id,
+                    "device_id": device_id,
+                    "device_type": dtype,
+                    "title_id": title_id,
+                    "country": country,
+                    "position_ms": pos,
+                    "watched_ms": w,
+                    "buffer_ms": 0,
+                    "app_version": app,
+                    "network_type": net,
+                    "bitrate_kbps": br,
+                    "seq": seq,
+                    "sent_time": t,
+                    "offline": False,
                 }
             seq += 1
             pause = 2_000 + int(rng.expovariate(1 / 100_000.0))
@@ -618,11 +766,23 @@ class Simulator:
                 h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
                 yield {
                     "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                    "event_type": etype, "event_time": t, "session_id": session_id,
-                    "profile_id": profile_id, "device_id": device_id, "device_type": dtype,
-                    "title_id": title_id, "country": country, "position_ms": pos,
-                    "watched_ms": 0, "buffer_ms": 0, "app_version": app, "network_type": net,
-                    "bitrate_kbps": br, "seq": seq, "sent_time": t, "offline": False,
+                    "event_type": etype,
+                    "event_time": t,
+                    "session_id": session_id,
+                    "profile_id": profile_id,
+                    "device_id": device_id,
+                    "device_type": dtype,
+                    "title_id": title_id,
+                    "country": country,
+                    "position_ms": pos,
+                    "watched_ms": 0,
+                    "buffer_ms": 0,
+                    "app_version": app,
+                    "network_type": net,
+                    "bitrate_kbps": br,
+                    "seq": seq,
+                    "sent_time": t,
+                    "offline": False,
                 }
             seq += 1
             if etype == "STOP":
@@ -638,7 +798,9 @@ class Simulator:
         t = self.start_ms
         total_ms = total_events = 0
         for _ in range(n):
-            gen = self._new_session(rng, t, self._pick_country(rng, self._country_cum), skip_ms=math.inf)
+            gen = self._new_session(
+                rng, t, self._pick_country(rng, self._country_cum), skip_ms=math.inf
+            )
             try:
                 while True:
                     next(gen)
@@ -650,12 +812,16 @@ class Simulator:
 
     def _warm_sessions(self, rng: random.Random, start: int) -> list:
         """Sessions already in progress at ``start`` (length-biased), as generators."""
-        weights = [s * (self._diurnal_at(c, start) if self.diurnal else 1.0)
-                   for c, s in self.country_shares.items()]
+        weights = [
+            s * (self._diurnal_at(c, start) if self.diurnal else 1.0)
+            for c, s in self.country_shares.items()
+        ]
         cum = _cum(weights)
-        n0 = int(round(self.expected_concurrency(start)))
+        n0 = round(self.expected_concurrency(start))
         gens = []
-        max_watch = max(_MAX_TV_WATCH_MS, max(t.runtime_ms for t in self.catalog if t.category == "FILM"))
+        max_watch = max(
+            _MAX_TV_WATCH_MS, max(t.runtime_ms for t in self.catalog if t.category == "FILM")
+        )
         r = rng.random
         for _ in range(n0):
             country = self._pick_country(rng, cum)
@@ -665,5 +831,9 @@ class Simulator:
                 if r() * max_watch < watch:
                     break
             elapsed = int(r() * watch)
-            gens.append(self._new_session(rng, start, country, plan=plan, warm_elapsed=elapsed, skip_ms=start))
+            gens.append(
+                self._new_session(
+                    rng, start, country, plan=plan, warm_elapsed=elapsed, skip_ms=start
+                )
+            )
         return gens

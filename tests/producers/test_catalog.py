@@ -109,7 +109,10 @@ def test_to_record_round_trips_through_avro(catalog):
 
 
 def test_load_catalog_from_path_and_rejects_duplicates(tmp_path, catalog):
-    rows = [dict(catalog.to_record(t), release_date=t.release_date.isoformat()) for t in catalog.titles[:3]]
+    rows = [
+        dict(catalog.to_record(t), release_date=t.release_date.isoformat())
+        for t in catalog.titles[:3]
+    ]
     p = tmp_path / "t.json"
     p.write_text(json.dumps(rows))
     small = load_catalog(p)

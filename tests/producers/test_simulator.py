@@ -3,7 +3,7 @@ import itertools
 import json
 import uuid
 from collections import Counter, defaultdict
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import fastavro
@@ -21,7 +21,7 @@ EVENT_SCHEMA_JSON = json.loads((ROOT / "schemas/avro/playback_event.v2.avsc").re
 EVENT_SCHEMA = fastavro.parse_schema(EVENT_SCHEMA_JSON)
 FIELDS = [f["name"] for f in EVENT_SCHEMA_JSON["fields"]]
 
-START = int(datetime(2026, 11, 16, tzinfo=timezone.utc).timestamp() * 1000)  # a Monday, 00:00 UTC
+START = int(datetime(2026, 11, 16, tzinfo=UTC).timestamp() * 1000)  # a Monday, 00:00 UTC
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +45,21 @@ def sessions(day):
 
 
 def _day_of(ms):
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).date()
+    return datetime.fromtimestamp(ms / 1000, UTC).date()
 
 
 # ---------------------------------------------------------------- determinism
 def test_same_seed_same_events_and_different_seed_differs(catalog):
-    a = list(itertools.islice(Simulator(catalog, seed=5, clients=200, start_ms=START).events(), 20_000))
+    a = list(
+        itertools.islice(Simulator(catalog, seed=5, clients=200, start_ms=START).events(), 20_000)
+    )
     sim = Simulator(catalog, seed=5, clients=200, start_ms=START)
     b = list(itertools.islice(sim.events(), 20_000))
     c = list(itertools.islice(sim.events(), 20_000))  # each call starts over
     assert a == b == c
-    d = list(itertools.islice(Simulator(catalog, seed=6, clients=200, start_ms=START).events(), 20_000))
+    d = list(
+        itertools.islice(Simulator(catalog, seed=6, clients=200, start_ms=START).events(), 20_000)
+    )
     assert len(d) == 20_000
     assert {e["event_id"] for e in a}.isdisjoint(e["event_id"] for e in d)
     assert [e["title_id"] for e in a[:500]] != [e["title_id"] for e in d[:500]]
@@ -77,7 +81,7 @@ def test_backfill_is_in_range_and_in_event_time_order(day):
     assert len(events) > 100_000
     times = [e["event_time"] for e in events]
     assert all(START <= t < START + DAY_MS for t in times)
-    assert all(a <= b for a, b in zip(times, times[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(times))
 
 
 def test_session_timelines_are_consistent(catalog, sessions):
@@ -94,10 +98,17 @@ def test_session_timelines_are_consistent(catalog, sessions):
             assert 0 <= e["position_ms"] <= runtime
             assert e["watched_ms"] >= 0 and e["buffer_ms"] >= 0
             assert e["sent_time"] == e["event_time"] and e["offline"] is False
-            for k in ("profile_id", "device_id", "device_type", "title_id", "country",
-                      "app_version", "network_type"):
+            for k in (
+                "profile_id",
+                "device_id",
+                "device_type",
+                "title_id",
+                "country",
+                "app_version",
+                "network_type",
+            ):
                 assert e[k] == first[k]
-        for a, b in zip(evs, evs[1:], strict=False):
+        for a, b in itertools.pairwise(evs):
             assert a["event_type"] != "STOP"  # STOP is always last
             assert b["seq"] == a["seq"] + 1
             assert b["position_ms"] == a["position_ms"] + b["watched_ms"]
@@ -136,7 +147,7 @@ def test_truncated_sessions_continue_after_end(catalog):
     last = {}
     for e in short:
         last[e["session_id"]] = e
-    later = {e["session_id"] for e in long_[len(short):]}
+    later = {e["session_id"] for e in long_[len(short) :]}
     open_ = [s for s, e in last.items() if e["event_type"] != "STOP"]
     assert open_
     assert all(s in later for s in open_)
@@ -210,8 +221,10 @@ def test_popularity_differs_per_country(day):
 
 def test_new_release_spike(catalog):
     sim = Simulator(catalog, seed=1, clients=50, start_ms=START)
-    new = max((t for t in catalog if t.release_date <= date(2026, 11, 22) and "US" in t.countries),
-              key=lambda t: t.release_date)
+    new = max(
+        (t for t in catalog if t.release_date <= date(2026, 11, 22) and "US" in t.countries),
+        key=lambda t: t.release_date,
+    )
     release_day = (new.release_date - date(1970, 1, 1)).days
     w_launch = sim.title_weights("US", release_day)
     w_later = sim.title_weights("US", release_day + 90)
@@ -234,7 +247,7 @@ def test_evening_peak_in_local_time(day):
 
 
 def test_us_local_time_peak(catalog):
-    """With one country the UTC peak follows that country's local evening (New York: UTC-5 in Nov)."""
+    """With one country the UTC peak follows its local evening (New York: UTC-5 in Nov)."""
     sim = Simulator(catalog, seed=9, clients=200, countries=["US"], start_ms=START)
     starts = Counter()
     for e in sim.backfill(START + DAY_MS):
@@ -270,8 +283,13 @@ def test_devices_networks_bitrates_app_versions(day):
     assert nets["TV"]["CELLULAR"] == 0 and nets["CONSOLE"]["CELLULAR"] == 0
     assert nets["MOBILE"]["CELLULAR"] > 0.2 * sum(nets["MOBILE"].values())
     assert nets["MOBILE"]["ETHERNET"] == 0
-    prefixes = {"TV": ("tv-",), "MOBILE": ("ios-", "android-"), "WEB": ("web-",),
-                "CONSOLE": ("console-",), "TABLET": ("ipados-", "android-")}
+    prefixes = {
+        "TV": ("tv-",),
+        "MOBILE": ("ios-", "android-"),
+        "WEB": ("web-",),
+        "CONSOLE": ("console-",),
+        "TABLET": ("ipados-", "android-"),
+    }
     for e in day[1][:20_000]:
         assert e["app_version"].startswith(prefixes[e["device_type"]])
         assert 200 <= e["bitrate_kbps"] <= 16_000
@@ -317,7 +335,10 @@ def test_avro_round_trip_keeps_values(day):
     buf.seek(0)
     back = list(fastavro.reader(buf))
     assert [r["event_id"] for r in back] == [e["event_id"] for e in events]
-    assert all(int(r["event_time"].timestamp() * 1000) == e["event_time"] for r, e in zip(back, events, strict=True))
+    assert all(
+        int(r["event_time"].timestamp() * 1000) == e["event_time"]
+        for r, e in zip(back, events, strict=True)
+    )
 
 
 # ----------------------------------------------------------- modes & options
@@ -392,7 +413,7 @@ def test_ground_truth_round_trip(tmp_path, day, name):
 
 def test_ground_truth_converts_datetimes_to_epoch_ms(tmp_path):
     path = tmp_path / "t.jsonl"
-    when = datetime(2026, 11, 22, 20, 0, 0, 123000, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 22, 20, 0, 0, 123000, tzinfo=UTC)
     with GroundTruthWriter(path) as gt:
         gt.write({"event_time": when, "sent_time": None})
     (rec,) = read_jsonl(path)
