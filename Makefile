@@ -1,6 +1,6 @@
 # The two commands of the README, and the set-up step both run first.
 #   make demo   - set up, start the local stack, run the whole pipeline and show it
-#   make test   - set up, run the test suite (real Kafka broker, real Iceberg catalog)
+#   make test   - set up, lint (ruff, mypy), run the test suite (real Kafka broker, real Iceberg catalog)
 #   make setup  - only the idempotent set-up: .venv with the pinned packages + the Kafka jars
 PYTHON ?= python3
 VENV   ?= .venv
@@ -24,7 +24,7 @@ $(JARS): infra/kafka/pom.xml $(STAMP)
 demo: setup
 	$(BIN)/sandbox demo
 
-test: setup
+test: setup lint
 	$(BIN)/pytest
 
 test-unit: setup

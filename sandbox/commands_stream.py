@@ -129,6 +129,28 @@ Seed = Annotated[int, typer.Option(help="Random seed of the simulated clients.")
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
 
+def _inject(
+    ctx: typer.Context,
+    run: Any,
+    *,
+    seed: int,
+    partition: int | None,
+    as_json: bool,
+    **params: Any,
+) -> None:
+    """Run injector ``run`` against the events topic at the current time; report it."""
+    s = _settings(ctx)
+    summary = run(
+        s.bootstrap_servers,
+        s.events_topic,
+        now_ms=_now_ms(),
+        seed=seed,
+        partition=partition,
+        **params,
+    )
+    _report(summary, as_json)
+
+
 def _report(summary: Any, as_json: bool) -> None:
     data = summary.as_dict()
     if as_json:
@@ -161,19 +183,15 @@ def inject_late(
     """Events that happened --by ago, sent now: late for a job whose watermark is near now."""
     from producers.inject import late as run
 
-    s = _settings(ctx)
     by_ms = _duration_ms(by, "--by")
-    _report(
-        run(
-            s.bootstrap_servers,
-            s.events_topic,
-            count=count,
-            by_ms=by_ms,
-            now_ms=_now_ms(),
-            seed=seed,
-            partition=partition,
-        ),
-        as_json,
+    _inject(
+        ctx,
+        run,
+        seed=seed,
+        partition=partition,
+        as_json=as_json,
+        count=count,
+        by_ms=by_ms,
     )
 
 
@@ -188,18 +206,14 @@ def inject_out_of_order(
     """Recent events sent in order, their event times shuffled back by up to --jitter."""
     from producers.inject import out_of_order as run
 
-    s = _settings(ctx)
-    _report(
-        run(
-            s.bootstrap_servers,
-            s.events_topic,
-            count=count,
-            jitter_ms=_duration_ms(jitter, "--jitter"),
-            now_ms=_now_ms(),
-            seed=seed,
-            partition=partition,
-        ),
-        as_json,
+    _inject(
+        ctx,
+        run,
+        seed=seed,
+        partition=partition,
+        as_json=as_json,
+        count=count,
+        jitter_ms=_duration_ms(jitter, "--jitter"),
     )
 
 
@@ -216,18 +230,14 @@ def inject_duplicates(
     """Recent events, a --ratio of them sent twice (same key, same bytes, same event_id)."""
     from producers.inject import duplicates as run
 
-    s = _settings(ctx)
-    _report(
-        run(
-            s.bootstrap_servers,
-            s.events_topic,
-            count=count,
-            ratio=ratio,
-            now_ms=_now_ms(),
-            seed=seed,
-            partition=partition,
-        ),
-        as_json,
+    _inject(
+        ctx,
+        run,
+        seed=seed,
+        partition=partition,
+        as_json=as_json,
+        count=count,
+        ratio=ratio,
     )
 
 
@@ -241,17 +251,13 @@ def inject_malformed(
     """Unusable records (not Avro, truncated, unknown schema, invalid values): dead letters."""
     from producers.inject import malformed as run
 
-    s = _settings(ctx)
-    _report(
-        run(
-            s.bootstrap_servers,
-            s.events_topic,
-            count=count,
-            now_ms=_now_ms(),
-            seed=seed,
-            partition=partition,
-        ),
-        as_json,
+    _inject(
+        ctx,
+        run,
+        seed=seed,
+        partition=partition,
+        as_json=as_json,
+        count=count,
     )
 
 
@@ -266,18 +272,14 @@ def inject_offline_sync(
     """Devices that played offline upload it all now (offline=True, sent_time=now)."""
     from producers.inject import offline_sync as run
 
-    s = _settings(ctx)
-    _report(
-        run(
-            s.bootstrap_servers,
-            s.events_topic,
-            devices=devices,
-            offline_ms=_duration_ms(offline_for, "--offline-for"),
-            now_ms=_now_ms(),
-            seed=seed,
-            partition=partition,
-        ),
-        as_json,
+    _inject(
+        ctx,
+        run,
+        seed=seed,
+        partition=partition,
+        as_json=as_json,
+        devices=devices,
+        offline_ms=_duration_ms(offline_for, "--offline-for"),
     )
 
 
