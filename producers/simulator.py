@@ -610,33 +610,38 @@ class Simulator:
         title_id, _runtime, pos, stop = plan
         session_id = _uuid4(getrandbits)
         br = ladder[level]
+
+        def event(etype: str, t: int, pos: int, watched: int, buffered: int, br: int, seq: int):
+            """One event of this session: the v2 fields in schema order, a new event_id."""
+            h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
+            return {
+                "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
+                "event_type": etype,
+                "event_time": t,
+                "session_id": session_id,
+                "profile_id": profile_id,
+                "device_id": device_id,
+                "device_type": dtype,
+                "title_id": title_id,
+                "country": country,
+                "position_ms": pos,
+                "watched_ms": watched,
+                "buffer_ms": buffered,
+                "app_version": app,
+                "network_type": net,
+                "bitrate_kbps": br,
+                "seq": seq,
+                "sent_time": t,
+                "offline": False,
+            }
+
         p_full = 1.0 - exp(-rate_int * hb)  # P(pause or stall) in a full heartbeat interval
         t0 = t
         since_hb = 0
         if warm_elapsed is None:
             seq = 0
             if t >= skip:
-                h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
-                yield {
-                    "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                    "event_type": "PLAY",
-                    "event_time": t,
-                    "session_id": session_id,
-                    "profile_id": profile_id,
-                    "device_id": device_id,
-                    "device_type": dtype,
-                    "title_id": title_id,
-                    "country": country,
-                    "position_ms": pos,
-                    "watched_ms": 0,
-                    "buffer_ms": 0,
-                    "app_version": app,
-                    "network_type": net,
-                    "bitrate_kbps": br,
-                    "seq": seq,
-                    "sent_time": t,
-                    "offline": False,
-                }
+                yield event("PLAY", t, pos, 0, 0, br, seq)
             seq = 1
         else:
             # Joined mid-session (steady state): last (unseen) event was a heartbeat.
@@ -666,27 +671,7 @@ class Simulator:
                         level += 1
                         br = ladder[level]
                 if t >= skip:
-                    h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
-                    yield {
-                        "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                        "event_type": etype,
-                        "event_time": t,
-                        "session_id": session_id,
-                        "profile_id": profile_id,
-                        "device_id": device_id,
-                        "device_type": dtype,
-                        "title_id": title_id,
-                        "country": country,
-                        "position_ms": pos,
-                        "watched_ms": chunk,
-                        "buffer_ms": 0,
-                        "app_version": app,
-                        "network_type": net,
-                        "bitrate_kbps": br,
-                        "seq": seq,
-                        "sent_time": t,
-                        "offline": False,
-                    }
+                    yield event(etype, t, pos, chunk, 0, br, seq)
                 seq += 1
                 if etype == "STOP":
                     return seq, t - t0
@@ -706,27 +691,7 @@ class Simulator:
                         level = 0
                     br = ladder[level]
                 if t >= skip:
-                    h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
-                    yield {
-                        "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                        "event_type": etype,
-                        "event_time": t,
-                        "session_id": session_id,
-                        "profile_id": profile_id,
-                        "device_id": device_id,
-                        "device_type": dtype,
-                        "title_id": title_id,
-                        "country": country,
-                        "position_ms": pos,
-                        "watched_ms": w,
-                        "buffer_ms": b,
-                        "app_version": app,
-                        "network_type": net,
-                        "bitrate_kbps": br,
-                        "seq": seq,
-                        "sent_time": t,
-                        "offline": False,
-                    }
+                    yield event(etype, t, pos, w, b, br, seq)
                 seq += 1
                 if etype == "STOP":
                     return seq, t - t0
@@ -735,27 +700,7 @@ class Simulator:
             # PAUSE, then resume (PLAY) or give up (STOP) after the pause
             t += w
             if t >= skip:
-                h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
-                yield {
-                    "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                    "event_type": "PAUSE",
-                    "event_time": t,
-                    "session_id": session_id,
-                    "profile_id": profile_id,
-                    "device_id": device_id,
-                    "device_type": dtype,
-                    "title_id": title_id,
-                    "country": country,
-                    "position_ms": pos,
-                    "watched_ms": w,
-                    "buffer_ms": 0,
-                    "app_version": app,
-                    "network_type": net,
-                    "bitrate_kbps": br,
-                    "seq": seq,
-                    "sent_time": t,
-                    "offline": False,
-                }
+                yield event("PAUSE", t, pos, w, 0, br, seq)
             seq += 1
             pause = 2_000 + int(rng.expovariate(1 / 100_000.0))
             if pause > 1_800_000:
@@ -763,27 +708,7 @@ class Simulator:
             t += pause
             etype = "STOP" if random_() < 0.12 else "PLAY"
             if t >= skip:
-                h = (getrandbits(128) & M | V).to_bytes(16, "big").hex()
-                yield {
-                    "event_id": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                    "event_type": etype,
-                    "event_time": t,
-                    "session_id": session_id,
-                    "profile_id": profile_id,
-                    "device_id": device_id,
-                    "device_type": dtype,
-                    "title_id": title_id,
-                    "country": country,
-                    "position_ms": pos,
-                    "watched_ms": 0,
-                    "buffer_ms": 0,
-                    "app_version": app,
-                    "network_type": net,
-                    "bitrate_kbps": br,
-                    "seq": seq,
-                    "sent_time": t,
-                    "offline": False,
-                }
+                yield event(etype, t, pos, 0, 0, br, seq)
             seq += 1
             if etype == "STOP":
                 return seq, t - t0
