@@ -24,7 +24,7 @@ from infra import stack
 from infra.kafka import KafkaError
 from infra.processes import ProcessError
 from sandbox import commands_lake, commands_stream
-from sandbox.durations import parse_duration_ms
+from sandbox.options import duration_ms, settings_of
 from sandbox.settings import Settings
 
 app = typer.Typer(
@@ -47,18 +47,6 @@ OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (
     ProcessError,
     OSError,
 )
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
-
-
-def duration_ms(text: str) -> int:
-    try:
-        return parse_duration_ms(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
 
 
 @app.callback()
@@ -90,7 +78,7 @@ def up(
     ] = True,
 ) -> None:
     """Start the local stack (Kafka in KRaft mode, topics, the title catalog). Idempotent."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with console.status("starting the local stack (first run fetches the Kafka jars)..."):
         lines = stack.up(settings, services=services)
         from producers.run import publish_catalog
@@ -104,7 +92,7 @@ def up(
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop every process `sandbox up` started."""
-    for line in stack.down(_settings(ctx)):
+    for line in stack.down(settings_of(ctx)):
         console.print(line)
 
 
@@ -117,7 +105,7 @@ def status(
 
     Exit code 0 when Kafka answers, 1 when it does not.
     """
-    report = stack.status(_settings(ctx))
+    report = stack.status(settings_of(ctx))
     healthy = any(c["healthy"] for c in report["components"])
     if as_json:
         print(json.dumps(report, indent=2, default=str))
@@ -175,13 +163,13 @@ def produce(
     """Run simulated clients: real time at --rate, or --backfill a past span as fast as possible."""
     from producers.run import ProduceRequest, parse_countries, parse_start, run_produce
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if events is None and duration is None:
         raise UsageError("give --events N and/or --duration D (e.g. --duration 30s)")
     try:
         request = ProduceRequest(
             events=events,
-            duration_ms=duration_ms(duration) if duration else None,
+            duration_ms=duration_ms(duration, "--duration") if duration else None,
             rate=rate,
             backfill_start_ms=parse_start(backfill) if backfill else None,
             clients=clients,
@@ -219,7 +207,7 @@ def flow(
     """Events flowing: a live count per country and event type, read back from Kafka."""
     from sandbox.flow_view import watch_flow
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     tally = watch_flow(
         settings,
         group=f"sandbox-flow-{uuid.uuid4().hex[:8]}",
@@ -241,7 +229,7 @@ def demo(
     a late-data injection, and last week's Top-10 from the lake."""
     from sandbox.demo import run_demo
 
-    run_demo(ctx, _settings(ctx), seconds=seconds, rate=rate, console=console)
+    run_demo(ctx, settings_of(ctx), seconds=seconds, rate=rate, console=console)
 
 
 commands_stream.register(app)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from sandbox.settings import Settings
+from sandbox.options import settings_of
 
 console = Console()
 
@@ -27,11 +27,6 @@ def _operational() -> Iterator[None]:
         yield
     except (LakeError, KafkaException, TimeoutError) as exc:
         raise OSError(str(exc)) from exc
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +53,7 @@ def sink(
     from pipeline.lake.sink import LakeSink
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with _operational():
         lake_sink = LakeSink(settings)
     console.print(
@@ -117,7 +112,7 @@ def top10(
     from pipeline.lake.top10 import Top10Request, run_top10
     from pipeline.lake.weeks import parse_week
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         parse_week(week)
     except ValueError as exc:
@@ -195,7 +190,7 @@ def reconcile(
     from pipeline.lake.reconcile import run_reconcile
     from producers.run import parse_start
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         lo, hi = parse_start(from_), parse_start(to)
     except ValueError as exc:

@@ -18,25 +18,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from sandbox.durations import parse_duration_ms
+from sandbox.options import duration_ms, settings_of
 from sandbox.settings import Settings
 
 console = Console()
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
-
-
-def _duration_ms(text: str, name: str, *, positive: bool = True) -> int:
-    try:
-        value = parse_duration_ms(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=name) from exc
-    if positive and value <= 0:
-        raise typer.BadParameter(f"{text!r} must be longer than 0", param_hint=name)
-    return value
 
 
 def _now_ms() -> int:
@@ -103,18 +88,18 @@ def worker(
     log_level: Annotated[str, typer.Option(help="Faust log level.")] = "WARNING",
 ) -> None:
     """Run the stream job (Faust) in the foreground until Ctrl-C."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     update: dict[str, Any] = {}
     if window is not None:
-        update["window_size_ms"] = _duration_ms(window, "--window")
+        update["window_size_ms"] = duration_ms(window, "--window")
     if lateness is not None:
-        update["allowed_lateness_ms"] = _duration_ms(lateness, "--lateness", positive=False)
+        update["allowed_lateness_ms"] = duration_ms(lateness, "--lateness", positive=False)
     if out_of_orderness is not None:
-        update["out_of_orderness_ms"] = _duration_ms(
+        update["out_of_orderness_ms"] = duration_ms(
             out_of_orderness, "--out-of-orderness", positive=False
         )
     if idle_timeout is not None:
-        update["idle_timeout_ms"] = _duration_ms(idle_timeout, "--idle-timeout")
+        update["idle_timeout_ms"] = duration_ms(idle_timeout, "--idle-timeout")
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter("one of DEBUG, INFO, WARNING, ERROR", param_hint="--log-level")
     from pipeline.stream_job import run_worker
@@ -139,7 +124,7 @@ def _inject(
     **params: Any,
 ) -> None:
     """Run injector ``run`` against the events topic at the current time; report it."""
-    s = _settings(ctx)
+    s = settings_of(ctx)
     summary = run(
         s.bootstrap_servers,
         s.events_topic,
@@ -183,7 +168,7 @@ def inject_late(
     """Events that happened --by ago, sent now: late for a job whose watermark is near now."""
     from producers.inject import late as run
 
-    by_ms = _duration_ms(by, "--by")
+    by_ms = duration_ms(by, "--by")
     _inject(
         ctx,
         run,
@@ -213,7 +198,7 @@ def inject_out_of_order(
         partition=partition,
         as_json=as_json,
         count=count,
-        jitter_ms=_duration_ms(jitter, "--jitter"),
+        jitter_ms=duration_ms(jitter, "--jitter"),
     )
 
 
@@ -279,7 +264,7 @@ def inject_offline_sync(
         partition=partition,
         as_json=as_json,
         devices=devices,
-        offline_ms=_duration_ms(offline_for, "--offline-for"),
+        offline_ms=duration_ms(offline_for, "--offline-for"),
     )
 
 
@@ -301,7 +286,7 @@ def replay(
     """
     from producers.replay import ReplayError, replay_file
 
-    s = _settings(ctx)
+    s = settings_of(ctx)
     try:
         summary = replay_file(s.bootstrap_servers, s.events_topic, file, partition=partition)
     except (OSError, ReplayError) as exc:
@@ -344,7 +329,7 @@ def results(
     """The job's panes so far: the latest revision per (window, title, country)."""
     from pipeline.results import latest_panes, read_panes
 
-    s = _settings(ctx)
+    s = settings_of(ctx)
     if wait:
         _wait(s, timeout)
     panes = latest_panes(read_panes(s))
@@ -398,7 +383,7 @@ def late(
     """Events the job could not count because their window had closed, and how late."""
     from pipeline.results import read_late_events
 
-    s = _settings(ctx)
+    s = settings_of(ctx)
     if wait:
         _wait(s, timeout)
     rows = read_late_events(s)
@@ -450,4 +435,4 @@ def watch(
     from sandbox.stream_view import watch_job
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live view ends
-        watch_job(_settings(ctx), console=console, seconds=seconds)
+        watch_job(settings_of(ctx), console=console, seconds=seconds)

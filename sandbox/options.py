@@ -1,0 +1,25 @@
+"""What every `sandbox` command module shares: the Settings of the run, parsed options."""
+
+from __future__ import annotations
+
+import typer
+
+from sandbox.durations import parse_duration_ms
+from sandbox.settings import Settings
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The Settings the root command built from the environment (see sandbox/cli.py)."""
+    settings: Settings = ctx.find_root().obj
+    return settings
+
+
+def duration_ms(text: str, name: str, *, positive: bool = True) -> int:
+    """A duration option (``30s``, ``5m``) in ms; a bad one is a usage error naming ``name``."""
+    try:
+        value = parse_duration_ms(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from exc
+    if positive and value <= 0:
+        raise typer.BadParameter(f"{text!r} must be longer than 0", param_hint=name)
+    return value
