@@ -84,7 +84,7 @@ class KafkaConfig:
 
     @property
     def run_dir(self) -> Path:
-        return self.state_dir / "run"
+        return processes.run_dir_of(self.state_dir)
 
 
 def ensure_jars(libs_dir: Path, *, quiet: bool = True) -> Path:

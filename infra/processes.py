@@ -37,6 +37,11 @@ class ProcessRecord:
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def run_dir_of(state_dir: Path) -> Path:
+    """Where the pid records and logs of a state directory's processes live."""
+    return state_dir / "run"
+
+
 def _record_path(run_dir: Path, name: str) -> Path:
     return run_dir / f"{name}.json"
 

@@ -93,7 +93,7 @@ SERVICES: list[Service] = [Service("worker", ["worker"]), Service("sink", ["sink
 
 
 def start_service(settings: Settings, service: Service) -> str:
-    rec = processes.running(settings.run_dir, service.name)
+    rec = processes.running(processes.run_dir_of(settings.state_dir), service.name)
     if rec is not None:
         return f"{service.name}: already running (pid {rec.pid})"
     # The child builds its own Settings from the same environment; pass ours explicitly so
@@ -102,10 +102,10 @@ def start_service(settings: Settings, service: Service) -> str:
     marker = f"--service-name={service.name}"
     argv = [sys.executable, "-m", "sandbox.cli", *service.command]
     rec = processes.spawn(
-        settings.run_dir,
+        processes.run_dir_of(settings.state_dir),
         service.name,
         [*argv[:3], marker, *argv[3:]],
-        log_path=settings.run_dir / f"{service.name}.log",
+        log_path=processes.run_dir_of(settings.state_dir) / f"{service.name}.log",
         marker=marker,
         env=env,
     )
@@ -126,7 +126,7 @@ def down(settings: Settings) -> list[str]:
     """Stop every process `up` started, services before Kafka."""
     said = []
     for name in [*(s.name for s in reversed(SERVICES)), "kafka"]:
-        if processes.stop(settings.run_dir, name):
+        if processes.stop(processes.run_dir_of(settings.state_dir), name):
             said.append(f"{name}: stopped")
     if not said:
         said.append("nothing was running")
@@ -145,7 +145,7 @@ class ComponentStatus:
 def status(settings: Settings) -> dict[str, Any]:
     """What runs and whether it is healthy; the shape of `sandbox status --json`."""
     components = []
-    rec = processes.running(settings.run_dir, "kafka")
+    rec = processes.running(processes.run_dir_of(settings.state_dir), "kafka")
     reachable = is_ready(settings.bootstrap_servers, timeout_s=2.0)
     topics: dict[str, Any] = {}
     if reachable:
@@ -160,7 +160,7 @@ def status(settings: Settings) -> dict[str, Any]:
         )
     )
     for service in SERVICES:
-        srec = processes.running(settings.run_dir, service.name)
+        srec = processes.running(processes.run_dir_of(settings.state_dir), service.name)
         components.append(
             ComponentStatus(
                 service.name,

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
@@ -154,8 +155,19 @@ def title_from_dict(d: Mapping) -> Title:
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
-    """Load a catalog from a JSON list of title objects (default: the packaged titles.json)."""
-    p = Path(path) if path is not None else DEFAULT_PATH
-    with p.open(encoding="utf-8") as f:
+    """Load a catalog from a JSON list of title objects (default: the packaged titles.json,
+    read once per process: a Catalog is immutable)."""
+    if path is None:
+        return _packaged_catalog()
+    return _read_catalog(Path(path))
+
+
+@cache
+def _packaged_catalog() -> Catalog:
+    return _read_catalog(DEFAULT_PATH)
+
+
+def _read_catalog(path: Path) -> Catalog:
+    with path.open(encoding="utf-8") as f:
         data = json.load(f)
     return Catalog(title_from_dict(d) for d in data)

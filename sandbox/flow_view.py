@@ -6,7 +6,6 @@ country and type (pipeline/event_counts.py) and redraws a rich table a few times
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -47,7 +46,6 @@ def watch_flow(
     seconds: float,
     stop_at_end: bool = False,
     console: Console | None = None,
-    stop_event: threading.Event | None = None,
 ) -> EventTally:
     """Tally the events topic for ``seconds`` (or until caught up); draw it if ``console``."""
     codec = events_codec(timestamps="ms")
@@ -60,7 +58,7 @@ def watch_flow(
     try:
         if live:
             live.start()
-        while time.monotonic() < deadline and not (stop_event and stop_event.is_set()):
+        while time.monotonic() < deadline:
             window = min(0.5, deadline - time.monotonic())
             for msg in read_messages(consumer, timeout_s=window, stop_at_end=stop_at_end):
                 tally.add(codec, msg.value(), msg.partition())

@@ -106,11 +106,6 @@ class Settings(BaseSettings):
     def kafka_libs_dir(self) -> Path:
         return self.kafka_libs or self.state_dir / "kafka-libs"
 
-    @property
-    def run_dir(self) -> Path:
-        """Pid files and logs of the processes `sandbox up` started."""
-        return self.state_dir / "run"
-
 
 def describe_settings() -> list[tuple[str, str, str]]:
     """(environment variable, default, description) for every setting: the README table."""

@@ -251,6 +251,16 @@ def previous_run(top10: Table, request: Top10Request) -> dict[str, str] | None:
     return None
 
 
+def _excluded(v: Viewing) -> dict[str, Any]:
+    """A (country, title) left out of the ranking, for the quality report."""
+    return {
+        "country": v.country,
+        "title_id": v.title_id,
+        "events": v.events,
+        "hours_viewed": v.watched_ms / 3_600_000,
+    }
+
+
 def quality_report(
     request: Top10Request,
     by_day: dict[str, int],
@@ -263,24 +273,8 @@ def quality_report(
         "input_rows_by_day": {d: by_day.get(d, 0) for d in days},
         "days_without_data": [d for d in days if by_day.get(d, 0) == 0],
         "partial_week": any(by_day.get(d, 0) == 0 for d in days),
-        "unavailable_titles": [
-            {
-                "country": v.country,
-                "title_id": v.title_id,
-                "events": v.events,
-                "hours_viewed": v.watched_ms / 3_600_000,
-            }
-            for v in ranking.unavailable
-        ],
-        "unknown_titles": [
-            {
-                "country": v.country,
-                "title_id": v.title_id,
-                "events": v.events,
-                "hours_viewed": v.watched_ms / 3_600_000,
-            }
-            for v in ranking.unknown
-        ],
+        "unavailable_titles": [_excluded(v) for v in ranking.unavailable],
+        "unknown_titles": [_excluded(v) for v in ranking.unknown],
     }
     if request.local_week:
         # A local week spans 8 UTC days; the per-day counts are by UTC day.
