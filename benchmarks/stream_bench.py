@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from infra.kafka import KafkaConfig, LocalKafka, ensure_topics
 from infra.stack import settings_env, topic_plan
 from pipeline.reader import make_consumer, read_messages
-from pipeline.results import wait_caught_up
+from pipeline.results import merge_status, wait_caught_up
 from producers.catalog import load_catalog
 from producers.publisher import Publisher
 from producers.run import publish_catalog
@@ -133,14 +133,15 @@ def bench_plain(settings: Settings, n: int) -> float:
 
 
 def status_history(settings: Settings) -> list[dict]:
-    """Every status record the job published (one a second), oldest first."""
+    """Every status record the job's (one) worker published (one a second), oldest first,
+    each in the merged shape of ``read_status``."""
     consumer = make_consumer(settings.bootstrap_servers, f"bench-status-{uuid.uuid4().hex[:6]}")
     consumer.subscribe([settings.job_status_topic])
-    key = settings.stream_job_id.encode()
+    prefix = f"{settings.stream_job_id}/".encode()
     out = [
-        json.loads(m.value())
+        merge_status([json.loads(m.value())])
         for m in read_messages(consumer, timeout_s=30, stop_at_end=True)
-        if m.key() == key
+        if (m.key() or b"").startswith(prefix)
     ]
     consumer.close()
     return out
@@ -173,13 +174,20 @@ def bench_faust(settings: Settings, n: int, log_dir: Path) -> tuple[float, float
         proc.terminate()
         proc.wait(30)
         log.close()
+    # (time, events read by stage 1, events routed, events windowed by stage 2)
     busy = [
-        (st["time_ms"], st["counters"]["records_in"])
+        (
+            st["time_ms"],
+            st["counters"].get("records_in", 0),
+            st["counters"].get("routed", 0),
+            st["engine"].get("events_in", 0),
+        )
         for st in status_history(job)
         if st.get("started") and st["counters"].get("records_in")
     ]
     first = busy[0]
-    last = next(b for b in busy if b[1] >= n)
+    # Done when stage 1 has read everything and stage 2 has windowed all it routed.
+    last = next(b for b in busy if b[1] >= n and b[3] >= b[2])
     # The first busy record already counts up to a second of work: rate between records.
     return (last[1] - first[1]) / ((last[0] - first[0]) / 1000), wall
 

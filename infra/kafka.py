@@ -146,7 +146,7 @@ def server_properties(cfg: KafkaConfig) -> str:
     return "".join(f"{k}={v}\n" for k, v in lines.items())
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -226,7 +226,7 @@ class LocalKafka:
                 f"on {self.cfg.bootstrap}; see {self.log_file} or run `sandbox down`"
             )
         for port in (self.cfg.port, self.cfg.controller_port):
-            if not _port_free(self.cfg.host, port):
+            if not port_free(self.cfg.host, port):
                 raise KafkaError(
                     f"port {self.cfg.host}:{port} is in use by another program; stop it or set "
                     "SANDBOX_KAFKA_PORT / SANDBOX_KAFKA_CONTROLLER_PORT to free ports"

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.reader import make_consumer, read_messages
 from sandbox.settings import Settings
@@ -23,6 +24,7 @@ __all__ = [
     "JobLag",
     "job_lag",
     "latest_panes",
+    "merge_status",
     "read_late_events",
     "read_panes",
     "read_status",
@@ -62,21 +64,79 @@ def read_late_events(settings: Settings, timeout_s: float = 30.0) -> list[dict[s
     return [dec(m.value()) for m in _read_all(settings, settings.late_events_topic, timeout_s)]
 
 
+STALE_STATUS_MS = 5_000
+"""A worker whose latest status is this much older than the newest one has left."""
+
+
 def read_status(settings: Settings, timeout_s: float = 10.0) -> dict[str, Any] | None:
-    """The latest status this job published (JSON), or None if it never did."""
-    latest = None
-    key = settings.stream_job_id.encode()
+    """The job's status merged over its live workers (:func:`merge_status`), or None if no
+    worker of this job ever published one."""
+    prefix = f"{settings.stream_job_id}/".encode()
+    latest: dict[bytes, dict[str, Any]] = {}
     for msg in _read_all(settings, settings.job_status_topic, timeout_s):
-        if msg.key() == key:
-            latest = msg
-    return json.loads(latest.value()) if latest is not None else None
+        key = msg.key()
+        if key is not None and key.startswith(prefix):
+            latest[key] = json.loads(msg.value())
+    return merge_status(list(latest.values())) if latest else None
+
+
+def merge_status(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One view of the job from the latest status record of each worker.
+
+    Workers that stopped publishing (older than the newest by ``STALE_STATUS_MS``) are left
+    out; a partition reported by two workers (during a hand-over) is taken from the newer.
+    Returns the per-worker records' fields merged: ``partitions`` (the events partitions:
+    watermark, last offset, idle, counters), ``windows`` (the routed partitions: watermark,
+    open windows, engine counters), each row naming its ``worker``; and the job's
+    ``watermark_ms`` (the lowest over the routed partitions; None while one has none),
+    ``open_windows``, ``state_size``, ``engine`` and ``counters`` (sums), ``workers``.
+    """
+    newest = max(w["time_ms"] for w in workers)
+    live = sorted(
+        (w for w in workers if w["time_ms"] >= newest - STALE_STATUS_MS),
+        key=lambda w: w["time_ms"],
+    )
+    sources: dict[int, dict[str, Any]] = {}
+    windows: dict[int, dict[str, Any]] = {}
+    for w in live:  # oldest first: a newer report of a partition wins
+        for row in w.get("sources", []):
+            sources[row["partition"]] = {**row, "worker": w.get("worker")}
+        for row in w.get("windows", []):
+            windows[row["partition"]] = {**row, "worker": w.get("worker")}
+    counters: Counter[str] = Counter()
+    engine: Counter[str] = Counter()
+    for row in sources.values():
+        counters.update(row["counters"])
+    for row in windows.values():
+        counters.update(row["counters"])
+        engine.update(row["engine"])
+    marks = [row["watermark_ms"] for row in windows.values()]
+    last = live[-1]
+    return {
+        "time_ms": newest,
+        "job_id": last.get("job_id"),
+        "events_topic": last.get("events_topic"),
+        "started": any(w.get("started") for w in live),
+        "workers": [w.get("worker") for w in live],
+        "config": last.get("config"),
+        "watermark_ms": None if not marks or None in marks else min(marks),
+        "partitions": [sources[p] for p in sorted(sources)],
+        "windows": [windows[q] for q in sorted(windows)],
+        "open_windows": sorted(
+            {tuple(win) for row in windows.values() for win in row["open_windows"]}
+        ),
+        "state_size": sum(row["state_size"] for row in windows.values()),
+        "engine": dict(sorted(engine.items())),
+        "counters": dict(sorted(counters.items())),
+    }
 
 
 @dataclass(frozen=True)
 class JobLag:
-    """Committed offsets of the job's consumer group versus the end of the events topic."""
+    """Committed offsets of the job's consumer group versus the end of the events topic and
+    of the job's routed topic (its second stage)."""
 
-    per_partition: dict[int, tuple[int | None, int]]  # partition -> (committed, end)
+    per_partition: dict[tuple[str, int], tuple[int | None, int]]  # (topic, p) -> (committed, end)
 
     @property
     def total(self) -> int:
@@ -91,28 +151,40 @@ class JobLag:
 
 
 def job_lag(settings: Settings, consumer: Consumer | None = None) -> JobLag:
-    """Lag of the stream job's group (``stream_job_id``) on the events topic. Does not join
-    the group: it only asks the coordinator for the committed offsets."""
+    """Lag of the stream job's group (``stream_job_id``) on the events topic, then on its
+    routed topic: in that order, because stage 1 flushes the routed records of what it
+    committed, so the routed topic's end read afterwards includes them. Does not join the
+    group: it only asks the coordinator for the committed offsets."""
     own = consumer is None
     c = consumer or make_consumer(settings.bootstrap_servers, settings.stream_job_id)
     try:
-        meta = c.list_topics(settings.events_topic, timeout=10).topics[settings.events_topic]
-        tps = [TopicPartition(settings.events_topic, p) for p in sorted(meta.partitions)]
-        committed = c.committed(tps, timeout=10)
-        out: dict[int, tuple[int | None, int]] = {}
-        for tp in committed:
-            _low, high = c.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
-            )
-            out[tp.partition] = (tp.offset if tp.offset >= 0 else None, high)
+        out: dict[tuple[str, int], tuple[int | None, int]] = {}
+        for topic in (settings.events_topic, settings.routed_topic):
+            meta = c.list_topics(topic, timeout=10).topics[topic]
+            if meta.error is not None:  # no routed topic yet: the job never started
+                continue
+            tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+            for tp in c.committed(tps, timeout=10):
+                _low, high = c.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
+                )
+                out[(topic, tp.partition)] = (tp.offset if tp.offset >= 0 else None, high)
         return JobLag(out)
     finally:
         if own:
             c.close()
 
 
+_COORDINATOR_NOT_READY = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+)
+
+
 def wait_caught_up(settings: Settings, timeout_s: float, poll_s: float = 0.5) -> JobLag:
-    """Poll until the job has committed every event of the events topic, or the deadline.
+    """Poll until the job has committed everything on the events and routed topics, or the
+    deadline.
     Returns the last lag seen; check ``caught_up``."""
     deadline = time.monotonic() + timeout_s
     consumer = make_consumer(settings.bootstrap_servers, settings.stream_job_id)
@@ -122,9 +194,11 @@ def wait_caught_up(settings: Settings, timeout_s: float, poll_s: float = 0.5) ->
             try:
                 lag = job_lag(settings, consumer)
             except KafkaException as exc:
-                # A group coordinator that is still loading (fresh broker) answers
-                # NOT_COORDINATOR for a while: retriable, so poll again.
-                if not exc.args[0].retriable() or time.monotonic() >= deadline:
+                # A group coordinator that is still loading (fresh broker, new group)
+                # answers NOT_COORDINATOR for a while, not always flagged retriable.
+                err = exc.args[0]
+                transient = err.retriable() or err.code() in _COORDINATOR_NOT_READY
+                if not transient or time.monotonic() >= deadline:
                     raise
             else:
                 if lag.caught_up:

@@ -1,25 +1,29 @@
 """The stream job as a Faust app: viewing metrics per (title_id, country) and event-time window.
 
-Faust provides the consumer group and partition assignment of the events topic, the agent
-that reads it in batches, the producer, timers, and a changelog-backed table that keeps the
-job's state across crashes. It does *not* provide the windows: Faust's windowed tables
-expire on the wall clock (docs/event-time.md), so the event-time logic is
-``pipeline/windows.py``, driven by ``pipeline/stream_step.MetricsJob``.
+Faust provides the consumer group and partition assignment, the agents that read in
+batches, the producer, timers, and a changelog-backed table that keeps the job's state
+across crashes. It does *not* provide the windows: Faust's windowed tables expire on the
+wall clock (docs/event-time.md), so the event-time logic is ``pipeline/windows.py``, driven
+by the two stages of ``pipeline/stream_step.py``.
 
 Wiring (docs/stream-job.md)::
 
-    events topic --agent "viewing-metrics" (take_events batches)--> MetricsJob.process
+    events topic (partition p) --agent "route"--> Router.process            stage 1
+        -> dead-letter topic       undecodable / invalid records, original bytes + headers
+        -> <id>-routed topic       RoutedBatch per target partition q = f(title_id, country),
+                                   with p's newest event time (its watermark marker)
+    <id>-routed (partition q) --agent "windows"--> WindowJob(q).process      stage 2
         -> viewing-metrics topic   panes, key "window_start|title_id|country"
         -> late-events topic       events for closed windows, with lateness
-        -> dead-letter topic       undecodable / invalid records, original bytes + headers
-        -> table "engine-state"    snapshot (engine state + last offsets), before the acks
-    timer "idle-tick"   (1 s)      MetricsJob.tick: idle partitions release the watermark
-    timer "job-status"  (1 s)      JSON status (watermarks, counters) -> job-status topic
+    table "engine-state"           "source/<p>", "window/<q>" snapshots, before the acks
+    timer "idle-tick"   (1 s)      WindowJob.tick: idle source partitions release watermarks
+    timer "job-status"  (1 s)      JSON status of this worker -> job-status topic
 
-One engine serves every partition the worker owns, so the watermark that fires windows is
-the minimum over its partitions. That is exact for the sandbox's single worker; a second
-worker would split the partitions and both would emit partial panes for the same key
-(docs/stream-job.md, "One worker").
+The events, routed and changelog topics have the same partition count, so Faust assigns
+partition i of all three to the same worker. Any number of workers may run: each
+(title_id, country) is aggregated by the one worker owning its routed partition, and each
+routed partition's watermark is the minimum over every events partition, whichever worker
+reads it (docs/stream-job.md, "Several workers").
 
 Everything comes from ``Settings`` (passed in); nothing here reads the environment.
 """
@@ -28,16 +32,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from typing import Any
 
 import faust
 from faust.types import TP
 
+from infra.kafka import free_port, port_free
 from pipeline.chunked_state import chunk_writes, read_chunked
 from pipeline.faust_consumer import FastConsumer
 from pipeline.reader import make_consumer, read_messages
-from pipeline.stream_step import JobTopics, MetricsJob, Output
+from pipeline.stream_step import JobTopics, Output, Router, WindowJob, engine_config
 from pipeline.validate import TitleIndex
 from sandbox.settings import Settings
 from schemas.codec import DecodeError
@@ -52,7 +59,6 @@ BATCH_WITHIN_S = 0.5  # ...or whatever arrived within this long
 SNAPSHOT_INTERVAL_S = 2.0  # under load, snapshot (then acknowledge) this often
 TICK_INTERVAL_S = 1.0
 STATUS_INTERVAL_S = 1.0
-STATE_KEY = b"engine"
 CATALOG_WAIT_S = 60.0
 
 
@@ -60,9 +66,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def status_key(settings: Settings) -> bytes:
-    """Key of this job's records on the job-status topic (compacted: the latest wins)."""
-    return settings.stream_job_id.encode()
+def status_key(settings: Settings, worker_id: str) -> bytes:
+    """Key of one worker's records on the job-status topic (compacted: the latest record
+    of each worker survives; pipeline.results.read_status merges the workers)."""
+    return f"{settings.stream_job_id}/{worker_id}".encode()
 
 
 def load_titles(settings: Settings, timeout_s: float = 30.0) -> TitleIndex:
@@ -102,6 +109,146 @@ def wait_for_titles(settings: Settings, timeout_s: float) -> TitleIndex:
     return titles
 
 
+class _Worker:
+    """What one worker holds between Faust callbacks: the router of the events partitions
+    it owns, a window job per routed partition it owns, and what is not acknowledged yet.
+
+    State is restored lazily, on the first batch or tick after Faust has recovered the
+    table (Faust recovers a partition's changelog before it resumes that partition)."""
+
+    def __init__(self, settings: Settings, titles: TitleIndex, state: Any) -> None:
+        self.settings = settings
+        self.state = state  # the Faust table "engine-state"
+        self.topics = JobTopics(
+            events=settings.events_topic,
+            routed=settings.routed_topic,
+            viewing_metrics=settings.viewing_metrics_topic,
+            late_events=settings.late_events_topic,
+            dead_letters=settings.dead_letter_topic,
+        )
+        self.config = engine_config(
+            settings.window_size_ms,
+            settings.out_of_orderness_ms,
+            settings.allowed_lateness_ms,
+            settings.idle_timeout_ms,
+        )
+        self.router = Router(
+            topics=self.topics,
+            titles=titles,
+            targets=settings.events_partitions,
+            max_future_ms=settings.max_event_future_ms,
+            idle_timeout_ms=settings.idle_timeout_ms,
+            out_of_orderness_ms=settings.out_of_orderness_ms,
+        )
+        self.windows: dict[int, WindowJob] = {}
+        self.generations: dict[bytes, int] = {}
+        self.assigned_sources: set[int] = set()
+        self.assigned_windows: set[int] = set()
+        self.dirty_sources: set[int] = set()
+        self.dirty_windows: set[int] = set()
+        # (stream, events) of both agents, acknowledged after the next checkpoint
+        self.unacked: list[tuple[Any, list[Any]]] = []
+        self.last_save = 0.0
+
+    # -- state, per partition
+
+    def _load(self, name: bytes) -> bytes | None:
+        stored = read_chunked(name, self.state.data.get)
+        if stored is None:
+            return None
+        data, self.generations[name] = stored
+        return data
+
+    def _save(self, name: bytes, partition: int, data: bytes) -> None:
+        generation = self.generations.get(name, 0) + 1
+        self.generations[name] = generation
+        for key, value in chunk_writes(name, data, generation, self.state.data.get(name)):
+            if value is None:
+                self.state.data.pop(key, None)
+            else:
+                self.state.data[key] = value
+            self.state.send_changelog(partition, key, value)
+
+    def source(self, partition: int) -> None:
+        """Make sure the router holds ``partition``'s state (restored if stored)."""
+        if partition not in self.router.sources:
+            self.router.assign(partition, self._load(_source_key(partition)), now_ms())
+            log.info("events partition %d: %s", partition, self.router.sources[partition])
+
+    def window(self, partition: int) -> WindowJob:
+        job = self.windows.get(partition)
+        if job is None:
+            data = self._load(_window_key(partition))
+            if data is None:
+                job = WindowJob(
+                    partition=partition,
+                    topics=self.topics,
+                    config=self.config,
+                    sources=self.settings.events_partitions,
+                    now_ms=now_ms(),
+                )
+            else:
+                try:
+                    job = WindowJob.restore(
+                        data,
+                        topics=self.topics,
+                        config=self.config,
+                        sources=self.settings.events_partitions,
+                        now_ms=now_ms(),
+                    )
+                except ValueError as exc:
+                    raise RuntimeError(
+                        f"the stored stream-job state does not match this worker's settings "
+                        f"({exc}); start it with the same window settings, or with a new "
+                        f"SANDBOX_STREAM_JOB_ID to start from scratch"
+                    ) from exc
+                log.info(
+                    "routed partition %d: restored, watermark %s",
+                    partition,
+                    job.engine.watermark_ms,
+                )
+            self.windows[partition] = job
+        return job
+
+    def save_dirty(self) -> None:
+        # Sent through Faust's producer, which is flushed before any offset commit, so the
+        # stored state is never older than the committed input offsets. Each partition's
+        # state goes to the same-numbered changelog partition, which Faust assigns together
+        # with that partition of the events and routed topics (same partition count).
+        for p in sorted(self.dirty_sources & set(self.router.sources)):
+            self._save(_source_key(p), p, self.router.snapshot(p))
+        for q in sorted(self.dirty_windows & set(self.windows)):
+            self._save(_window_key(q), q, self.windows[q].snapshot())
+        self.dirty_sources.clear()
+        self.dirty_windows.clear()
+        self.last_save = time.monotonic()
+
+    def drop(self, sources: set[int], windows: set[int]) -> None:
+        """Forget revoked partitions (their state is on the changelog)."""
+        for p in sources:
+            self.router.revoke(p)
+        for q in windows:
+            self.windows.pop(q, None)
+
+    # -- monitoring
+
+    def status(self, now: int) -> dict[str, Any]:
+        return {
+            "time_ms": now,
+            "sources": self.router.status(now),
+            "windows": [self.windows[q].status(now) for q in sorted(self.windows)],
+            "config": self.config.to_state(),
+        }
+
+
+def _source_key(partition: int) -> bytes:
+    return b"source/%d" % partition
+
+
+def _window_key(partition: int) -> bytes:
+    return b"window/%d" % partition
+
+
 def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
     """The Faust app of the stream job, configured from ``settings`` only."""
     app = faust.App(
@@ -134,132 +281,89 @@ def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
         "value_serializer": "raw",
     }
     events = app.topic(settings.events_topic, **raw)  # type: ignore[arg-type]
+    # Created by `sandbox up` (infra.stack.topic_plan); with as many partitions as the
+    # events topic, so Faust assigns partition i of both (and of the changelog) together.
+    routed = app.topic(
+        settings.routed_topic,
+        partitions=settings.events_partitions,
+        **raw,  # type: ignore[arg-type]
+    )
     outputs = {
         name: app.topic(name, **raw)  # type: ignore[arg-type]
         for name in (
+            settings.routed_topic,
             settings.viewing_metrics_topic,
             settings.late_events_topic,
             settings.dead_letter_topic,
             settings.job_status_topic,
         )
     }
-    # STATE_KEY -> MetricsJob.snapshot() bytes; changelog "<id>-engine-state-changelog"
+    # "source/<p>" and "window/<q>" -> chunked snapshots (pipeline/chunked_state.py), in
+    # changelog partition p or q; changelog topic "<id>-engine-state-changelog".
     state = app.Table(
         "engine-state",
         default=None,
         partitions=settings.events_partitions,
         key_type=bytes,
         value_type=bytes,  # bytes -> Faust's "raw" serializer
-        help="Stream job state: event-time engine, counters, last offsets per partition.",
+        help="Stream job state: per events partition (router) and per routed partition (windows).",
     )
-    topics = JobTopics(
-        events=settings.events_topic,
-        viewing_metrics=settings.viewing_metrics_topic,
-        late_events=settings.late_events_topic,
-        dead_letters=settings.dead_letter_topic,
-    )
-    config = MetricsJob.engine_config(
-        settings.window_size_ms,
-        settings.out_of_orderness_ms,
-        settings.allowed_lateness_ms,
-        settings.idle_timeout_ms,
-    )
-    holder: dict[str, Any] = {
-        "job": None,
-        "assigned": set(),
-        "generation": 0,
-        "last_save": 0.0,
-        "unacked": [],
-        "stream": None,
-    }
-
-    def job_now() -> MetricsJob:
-        """The job, restored from the table on first use (Faust recovers tables before it
-        resumes the source partitions, so the first batch sees the recovered snapshot)."""
-        job: MetricsJob | None = holder["job"]
-        if job is None:
-            stored = read_chunked(STATE_KEY, state.data.get)
-            if stored is not None:
-                data, holder["generation"] = stored
-                try:
-                    job = MetricsJob.restore(
-                        data,
-                        topics=topics,
-                        titles=titles,
-                        config=config,
-                        max_future_ms=settings.max_event_future_ms,
-                        now_ms=now_ms(),
-                    )
-                except ValueError as exc:
-                    raise RuntimeError(
-                        f"the stored stream-job state does not match this worker's settings "
-                        f"({exc}); start it with the same window settings, or with a new "
-                        f"SANDBOX_STREAM_JOB_ID to start from scratch"
-                    ) from exc
-                log.info(
-                    "restored the job state: watermark %s, offsets %s",
-                    job.engine.watermark_ms,
-                    job.last_offsets,
-                )
-            else:
-                job = MetricsJob(
-                    topics=topics,
-                    titles=titles,
-                    config=config,
-                    max_future_ms=settings.max_event_future_ms,
-                )
-            job.assign(holder["assigned"], now_ms())
-            holder["job"] = job
-        return job
+    w = _Worker(settings, titles, state)
 
     async def send(out: list[Output]) -> None:
         # topic.send returns once the record is in the producer's batch (backpressure when
-        # that is full), not when the broker acknowledged it; the flush before every
-        # offset commit waits for those acknowledgements.
+        # that is full), not when the broker acknowledged it; checkpoint() flushes.
         for o in out:
-            await outputs[o.topic].send(key=o.key, value=o.value, headers=o.headers)
+            await outputs[o.topic].send(
+                key=o.key, value=o.value, headers=o.headers, partition=o.partition
+            )
 
-    def save(job: MetricsJob) -> None:
-        # Sent through Faust's producer, which is flushed before any offset commit: the
-        # snapshot on the changelog is never older than the committed input offsets.
-        # Partition 0 of the changelog: one worker owns every partition (module docstring).
-        holder["generation"] += 1
-        for key, value in chunk_writes(
-            STATE_KEY, job.snapshot(), holder["generation"], state.data.get(STATE_KEY)
-        ):
-            if value is None:
-                state.data.pop(key, None)
-            else:
-                state.data[key] = value
-            state.send_changelog(0, key, value)
-        holder["last_save"] = time.monotonic()
+    async def checkpoint() -> None:
+        # 1. flush: every output of what was applied is on the broker before the state that
+        #    says it was sent (a lost pane or batch would otherwise never be re-sent);
+        # 2. the snapshots of every partition that changed;
+        # 3. acknowledge what they contain, so Faust may commit it (after flushing 2.).
+        unacked, w.unacked = w.unacked, []
+        await app.producer.flush()
+        w.save_dirty()
+        for stream, events_ in unacked:
+            for event in events_:
+                await stream.ack(event)
 
-    @app.agent(events, name="viewing-metrics")
-    async def viewing_metrics(stream: faust.StreamT[Any]) -> None:
-        # Each batch: list[Event], value = Avro bytes, message.(partition, offset).
-        # Offsets are committed only for acknowledged events, and events are acknowledged
-        # only after a snapshot that contains them was sent (checkpoint): at most every
-        # SNAPSHOT_INTERVAL_S here, and by the "idle-tick" timer once input pauses.
-        holder["stream"] = stream
-        # noack_take is on faust.Stream only, not on the StreamT protocol agents are given.
+    def due() -> bool:
+        return time.monotonic() - w.last_save >= SNAPSHOT_INTERVAL_S
+
+    @app.agent(events, name="route")
+    async def route(stream: faust.StreamT[Any]) -> None:
+        """Stage 1: events -> dead letters and RoutedBatch records (pipeline/stream_step.py)."""
         async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
-            job = job_now()
-            records = [
-                (e.message.key, e.message.value, e.message.partition, e.message.offset)
-                for e in batch
-            ]
-            await send(job.process(records, now_ms()))
-            holder["unacked"].extend(batch)
-            if time.monotonic() - holder["last_save"] >= SNAPSHOT_INTERVAL_S:
-                await checkpoint(job)
+            by_partition: dict[int, list[tuple[bytes | None, bytes | None, int]]] = {}
+            for e in batch:
+                m = e.message
+                by_partition.setdefault(m.partition, []).append((m.key, m.value, m.offset))
+            now = now_ms()
+            for p, records in by_partition.items():
+                w.source(p)
+                await send(w.router.process(p, records, now))
+                w.dirty_sources.add(p)
+            w.unacked.append((stream, batch))
+            if due():
+                await checkpoint()
 
-    async def checkpoint(job: MetricsJob) -> None:
-        # The acknowledged events are a prefix of what the snapshot contains: an event is
-        # appended to "unacked" only after MetricsJob.process applied it.
-        unacked, holder["unacked"] = holder["unacked"], []
-        save(job)
-        for event in unacked:
-            await holder["stream"].ack(event)
+    @app.agent(routed, name="windows")
+    async def windows(stream: faust.StreamT[Any]) -> None:
+        """Stage 2: RoutedBatch records -> panes and late events, per routed partition."""
+        async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
+            by_partition: dict[int, list[bytes]] = {}
+            for e in batch:
+                by_partition.setdefault(e.message.partition, []).append(e.message.value)
+            now = now_ms()
+            for q, values in by_partition.items():
+                await send(w.window(q).process(values, now))
+                w.dirty_windows.add(q)
+            w.unacked.append((stream, batch))
+            if due():
+                await checkpoint()
 
     def recovered() -> bool:
         tables: Any = app.tables  # TableManagerT does not declare .recovery
@@ -268,56 +372,70 @@ def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
     @app.timer(TICK_INTERVAL_S, name="idle-tick")
     async def idle_tick() -> None:
         # After a restart with no new input, windows held by the restored state still fire.
-        if holder["job"] is None and not recovered():
+        if not recovered():
             return
-        job = job_now()
-        out = job.tick(now_ms())
-        if out:
-            await send(out)
-        # Also the checkpoint of the agent's last events once input pauses, so the group
+        now = now_ms()
+        for p in sorted(w.assigned_sources):
+            w.source(p)  # restored now rather than at its first record: shown in the status
+        fired = False
+        for q in sorted(w.assigned_windows):
+            out = w.window(q).tick(now)
+            if out:
+                fired = True
+                w.dirty_windows.add(q)
+                await send(out)
+        # Also the checkpoint of the agents' last events once input pauses, so the group
         # lag reaches 0 (`sandbox results --wait`).
-        due = time.monotonic() - holder["last_save"] >= SNAPSHOT_INTERVAL_S
-        if out or (holder["unacked"] and due):
-            await checkpoint(job)
+        if fired or (w.unacked and due()):
+            await checkpoint()
 
     status_topic = outputs[settings.job_status_topic]
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     @app.timer(STATUS_INTERVAL_S, name="job-status")
     async def job_status() -> None:
-        job = job_now() if holder["job"] is not None or recovered() else None
-        payload: dict[str, Any] = (
-            job.status(now_ms()) if job is not None else {"time_ms": now_ms(), "partitions": []}
-        )
+        started = recovered()
+        payload: dict[str, Any] = w.status(now_ms()) if started else {"time_ms": now_ms()}
         payload["job_id"] = settings.stream_job_id
+        payload["worker"] = worker_id
         payload["events_topic"] = settings.events_topic
-        payload["started"] = job is not None
-        await status_topic.send(key=status_key(settings), value=json.dumps(payload).encode())
+        payload["started"] = started
+        await status_topic.send(
+            key=status_key(settings, worker_id), value=json.dumps(payload).encode()
+        )
 
-    def _ours(tps: Any) -> set[int]:
-        name = events.get_topic_name()
-        return {tp.partition for tp in tps if isinstance(tp, TP) and tp.topic == name}
+    def _ours(tps: Any, topic: str) -> set[int]:
+        return {tp.partition for tp in tps if isinstance(tp, TP) and tp.topic == topic}
 
     # Faust calls receivers as (sender, assigned, signal=...); its stubs want a sync shape.
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: Any, assigned: Any = (), **_kw: Any) -> None:
-        mine = _ours(assigned)
-        holder["assigned"] |= mine
-        if holder["job"] is not None:
-            holder["job"].assign(mine, now_ms())
+        w.assigned_sources |= _ours(assigned, settings.events_topic)
+        w.assigned_windows |= _ours(assigned, settings.routed_topic)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(sender: Any, revoked: Any = (), **_kw: Any) -> None:
-        mine = _ours(revoked)
-        holder["assigned"] -= mine
-        job = holder["job"]
-        if job is not None and mine:
-            await send(job.revoke(mine, now_ms()))
+        sources = _ours(revoked, settings.events_topic)
+        windows_ = _ours(revoked, settings.routed_topic)
+        if not (sources or windows_):
+            return
+        # Store what was applied before the partitions move; whatever Faust had not
+        # committed yet is redelivered to the new owner, which skips it by offset.
+        await checkpoint()
+        w.assigned_sources -= sources
+        w.assigned_windows -= windows_
+        w.drop(sources, windows_)
 
     return app
 
 
 def run_worker(settings: Settings, *, loglevel: str = "WARNING") -> None:
     """Run the stream job in the foreground until SIGINT/SIGTERM (the `sandbox worker`)."""
+    if not port_free("127.0.0.1", settings.worker_web_port):
+        # Another worker of this machine has it: a second `sandbox worker` joins the group.
+        port = free_port()
+        log.warning("web port %d is taken; this worker uses %d", settings.worker_web_port, port)
+        settings = settings.model_copy(update={"worker_web_port": port})
     titles = wait_for_titles(settings, timeout_s=CATALOG_WAIT_S)
     app = build_app(settings, titles)
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)

@@ -1,26 +1,47 @@
-"""One step of the stream job, without Faust: records in, records out.
+"""The two steps of the stream job, without Faust: records in, records to produce out.
 
-``MetricsJob`` holds the event-time engine (``pipeline/windows.py``) of one worker and
-turns a batch of raw Kafka records into the records to produce::
+The job is two stages joined by a repartition topic (``<job id>-routed``), so that every
+``(title_id, country)`` is aggregated in exactly one place however many workers share the
+work, and so that the watermark of every window is still the minimum over *all* partitions
+of the events topic (docs/stream-job.md, "Several workers")::
 
-    (key bytes, value bytes, partition, offset)   from the events topic
-      -> decode (Avro, timestamps as epoch ms)      undecodable -> dead letter, stage "decode"
-      -> validate (pipeline/validate.py)            invalid     -> dead letter, stage "validate"
-      -> engine.process(event_time_ms, (title_id, country), MetricInput, partition, offset)
-      -> panes        -> viewing-metrics, key "window_start|title_id|country"
-         late events  -> late-events, key = the original key
+    events topic, partition p  (keyed by session_id: every partition holds every title)
+      Router.process(p, records)                 stage 1, per source partition
+        decode (Avro, timestamps as epoch ms)    undecodable -> dead letter, stage "decode"
+        validate + join the title's runtime      invalid     -> dead letter, stage "validate"
+        route_partition(title_id, country)       -> target partition q
+        -> one RoutedBatch per target partition q, *every* q, even empty: p's events for q as
+           columns, and p's newest event time so far (its watermark marker)
+    routed topic, partition q  (every (title_id, country) lives in exactly one q)
+      WindowJob.process(batches)                 stage 2, per target partition
+        engine.process(event per event)          classified against q's watermark
+        engine.advance(p, source max event time) the marker: p's progress reaches q
+        -> panes        -> viewing-metrics, key "window_start|title_id|country"
+           late events  -> late-events, key = the original key
+
+The engine of target partition q tracks one watermark per *source* partition p, fed by the
+events p sent to q and by p's markers, so q's watermark is the minimum over the source
+partitions however the source partitions are spread over workers (Flink forwards
+watermarks through a shuffle the same way).
+
+Replay safety, both stages: a stage skips any record at or below the last offset it applied
+from that source partition (``Router``: the events topic's offset; ``WindowJob``: the
+source offset carried in the batch), so redelivery after a crash or a rebalance counts
+nothing twice and sends no second dead letter or late event.
 
 ``pipeline/stream_job.py`` is the Faust side: it feeds batches in, sends the ``Output``
-records with Faust's producer and stores :meth:`MetricsJob.snapshot` in a changelog-backed
-table before the batch's offsets are acknowledged. Time enters only as ``now_ms``.
+records with Faust's producer and stores the snapshots (one per source partition, one per
+target partition) in a changelog-backed table before acknowledging the input. Time enters
+only as ``now_ms``.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.dead_letter import DeadLetter
@@ -36,31 +57,43 @@ from pipeline.windows import (
     TumblingWindows,
 )
 from schemas.codec import DecodeError
-from schemas.topics import codec, events_codec
+from schemas.topics import ROUTED, codec, events_codec
 
-__all__ = ["SNAPSHOT_VERSION", "JobTopics", "MetricsJob", "Output", "RawRecord", "pane_key"]
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "JobTopics",
+    "Output",
+    "RawRecord",
+    "Router",
+    "WindowJob",
+    "engine_config",
+    "pane_key",
+    "route_partition",
+]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
-RawRecord = tuple[bytes | None, bytes | None, int, int]
-"""(key, value, partition, offset) of one record of the events topic."""
+RawRecord = tuple[bytes | None, bytes | None, int]
+"""(key, value, offset) of one record of one partition of the events topic."""
 
 Engine = EventTimeEngine[MetricInput, ViewingMetricsResult]
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """A record to produce."""
+    """A record to produce; ``partition`` None lets the producer choose."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class JobTopics:
     events: str
+    routed: str
     viewing_metrics: str
     late_events: str
     dead_letters: str
@@ -71,75 +104,176 @@ def pane_key(window_start_ms: int, title_id: str, country: str) -> bytes:
     return f"{window_start_ms}|{title_id}|{country}".encode()
 
 
-class MetricsJob:
-    """The stream job's logic for one worker (all the event-time partitions it reads).
+def route_partition(title_id: str, country: str, partitions: int) -> int:
+    """The routed-topic partition that aggregates ``(title_id, country)``: CRC-32 of
+    ``title_id|country`` modulo the partition count, the same in every process (Python's
+    ``hash`` of a str is salted per process)."""
+    return zlib.crc32(f"{title_id}|{country}".encode()) % partitions
 
-    Replay safety: besides the engine's own per-partition offsets, the job skips any record
-    at or below the last offset it handled on that partition, so a record replayed after a
-    crash produces no second dead letter or late event either.
-    """
+
+def engine_config(
+    window_size_ms: int, out_of_orderness_ms: int, allowed_lateness_ms: int, idle_timeout_ms: int
+) -> EngineConfig:
+    return EngineConfig(
+        windows=TumblingWindows(size_ms=window_size_ms),
+        out_of_orderness_ms=out_of_orderness_ms,
+        allowed_lateness_ms=allowed_lateness_ms,
+        idle_timeout_ms=idle_timeout_ms,
+    )
+
+
+def _check_version(state: Mapping[str, Any], what: str) -> None:
+    if state.get("version") != SNAPSHOT_VERSION:
+        raise ValueError(f"unsupported {what} snapshot version {state.get('version')!r}")
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+@dataclass(slots=True)
+class SourceState:
+    """What the router keeps per source partition (snapshotted per partition)."""
+
+    last_offset: int | None = None
+    max_event_time_ms: int | None = None
+    last_record_ms: int = 0  # processing time of the last record, for the idle display
+    counters: Counter[str] = field(default_factory=Counter)
+
+
+class _Columns:
+    """The columns of one RoutedBatch being built."""
+
+    __slots__ = (
+        "buffer_ms",
+        "countries",
+        "event_times",
+        "event_types",
+        "keys",
+        "offsets",
+        "position_ms",
+        "profile_ids",
+        "runtime_ms",
+        "title_ids",
+        "values",
+        "watched_ms",
+    )
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.event_times: list[int] = []
+        self.title_ids: list[str] = []
+        self.countries: list[str] = []
+        self.event_types: list[str] = []
+        self.profile_ids: list[str] = []
+        self.watched_ms: list[int] = []
+        self.buffer_ms: list[int] = []
+        self.position_ms: list[int] = []
+        self.runtime_ms: list[int] = []
+        self.keys: list[bytes | None] = []
+        self.values: list[bytes] = []
+
+    def record(self, source_partition: int, source_max_event_time_ms: int | None) -> dict[str, Any]:
+        return {
+            "source_partition": source_partition,
+            "source_max_event_time": source_max_event_time_ms,
+            **{name: getattr(self, name) for name in self.__slots__},
+        }
+
+
+class Router:
+    """Stage 1 for the events-topic partitions one worker owns: decode, validate, join the
+    title runtime, dead-letter the bad records, route the good ones by (title, country)."""
 
     def __init__(
         self,
         *,
         topics: JobTopics,
         titles: TitleIndex,
-        config: EngineConfig,
+        targets: int,
         max_future_ms: int,
-        engine: Engine | None = None,
-        counters: dict[str, int] | None = None,
-        last_offsets: dict[int, int] | None = None,
+        idle_timeout_ms: int,
+        out_of_orderness_ms: int,
     ) -> None:
+        if targets < 1:
+            raise ValueError(f"targets must be >= 1, not {targets}")
         self.topics = topics
         self.titles = titles
+        self.targets = targets
         self.max_future_ms = max_future_ms
-        self.engine: Engine = (
-            engine if engine is not None else EventTimeEngine(ViewingMetrics, config)
-        )
-        self.counters: Counter[str] = Counter(counters or {})
-        self.last_offsets: dict[int, int] = dict(last_offsets or {})
+        self.idle_timeout_ms = idle_timeout_ms
+        self.out_of_orderness_ms = out_of_orderness_ms
+        self.sources: dict[int, SourceState] = {}
         self._events = events_codec("ms")
-        self._metrics = codec("viewing_metric", "ms")
-        self._late = codec("late_event", "ms")
+        self._routed = codec(ROUTED.schema or "", "ms")
+        self._route_cache: dict[tuple[str, str], int] = {}
 
-    @staticmethod
-    def engine_config(
-        window_size_ms: int,
-        out_of_orderness_ms: int,
-        allowed_lateness_ms: int,
-        idle_timeout_ms: int,
-    ) -> EngineConfig:
-        return EngineConfig(
-            windows=TumblingWindows(size_ms=window_size_ms),
-            out_of_orderness_ms=out_of_orderness_ms,
-            allowed_lateness_ms=allowed_lateness_ms,
-            idle_timeout_ms=idle_timeout_ms,
-        )
+    # -- partitions and state
+
+    def assign(self, partition: int, snapshot: bytes | None, now_ms: int) -> None:
+        """Own ``partition`` from now on, resuming from its snapshot if there is one."""
+        state = SourceState(last_record_ms=now_ms)
+        if snapshot is not None:
+            data = json.loads(snapshot)
+            _check_version(data, "router")
+            state.last_offset = data["last_offset"]
+            state.max_event_time_ms = data["max_event_time_ms"]
+            state.counters = Counter(data["counters"])
+        self.sources[partition] = state
+
+    def revoke(self, partition: int) -> None:
+        self.sources.pop(partition, None)
+
+    def snapshot(self, partition: int) -> bytes:
+        state = self.sources[partition]
+        return json.dumps(
+            {
+                "version": SNAPSHOT_VERSION,
+                "last_offset": state.last_offset,
+                "max_event_time_ms": state.max_event_time_ms,
+                "counters": dict(state.counters),
+            },
+            separators=(",", ":"),
+        ).encode()
 
     # -- processing
 
-    def process(self, records: Iterable[RawRecord], now_ms: int) -> list[Output]:
-        """Apply a batch of events-topic records at processing time ``now_ms`` (epoch ms)."""
+    def process(self, partition: int, records: Iterable[RawRecord], now_ms: int) -> list[Output]:
+        """Route one partition's records (in offset order) at processing time ``now_ms``:
+        dead letters, then one RoutedBatch per target partition."""
+        state = self.sources.get(partition)
+        if state is None:  # a record can beat the assignment callback
+            state = self.sources[partition] = SourceState(last_record_ms=now_ms)
         out: list[Output] = []
+        columns = [_Columns() for _ in range(self.targets)]
         decode = self._events.decode
-        engine_process = self.engine.process
         titles = self.titles
         runtime_ms = titles.runtime_ms
-        counters = self.counters
-        last_offsets = self.last_offsets
-        for key, value, partition, offset in records:
-            last = last_offsets.get(partition)
+        route = self._route_cache
+        targets = self.targets
+        counters = state.counters
+        last = state.last_offset
+        max_time = state.max_event_time_ms
+        n_in = n_skipped = 0
+        for key, value, offset in records:
             if last is not None and offset <= last:
-                counters["replayed_skipped"] += 1
+                n_skipped += 1
                 continue
-            last_offsets[partition] = offset
-            counters["records_in"] += 1
+            last = offset
+            n_in += 1
             try:
                 event = decode(value)  # type: ignore[arg-type]
             except DecodeError as exc:
                 out.append(
                     self._dead_letter(
-                        key, value, partition, offset, "decode", exc.kind, str(exc), now_ms
+                        counters,
+                        key,
+                        value,
+                        partition,
+                        offset,
+                        "decode",
+                        exc.kind,
+                        str(exc),
+                        now_ms,
                     )
                 )
                 continue
@@ -147,6 +281,7 @@ class MetricsJob:
             if rejection is not None:
                 out.append(
                     self._dead_letter(
+                        counters,
                         key,
                         value,
                         partition,
@@ -159,37 +294,180 @@ class MetricsJob:
                 )
                 continue
             title_id = event["title_id"]
-            step = engine_process(
-                event["event_time"],
-                (title_id, event["country"]),
-                MetricInput(
-                    event["event_type"],
-                    event["profile_id"],
-                    event["watched_ms"],
-                    event["buffer_ms"],
-                    event["position_ms"],
-                    runtime_ms(title_id),
-                ),
-                partition,
-                offset,
-                now_ms,
+            country = event["country"]
+            target = route.get((title_id, country))
+            if target is None:
+                target = route[(title_id, country)] = route_partition(title_id, country, targets)
+            event_time_ms = event["event_time"]
+            if max_time is None or event_time_ms > max_time:
+                max_time = event_time_ms
+            c = columns[target]
+            c.offsets.append(offset)
+            c.event_times.append(event_time_ms)
+            c.title_ids.append(title_id)
+            c.countries.append(country)
+            c.event_types.append(event["event_type"])
+            c.profile_ids.append(event["profile_id"])
+            c.watched_ms.append(event["watched_ms"])
+            c.buffer_ms.append(event["buffer_ms"])
+            c.position_ms.append(event["position_ms"])
+            c.runtime_ms.append(runtime_ms(title_id))
+            c.keys.append(key)
+            c.values.append(value)  # type: ignore[arg-type]
+        state.last_offset = last
+        state.max_event_time_ms = max_time
+        if n_in:
+            state.last_record_ms = now_ms
+            counters["records_in"] += n_in
+        if n_skipped:
+            counters["replayed_skipped"] += n_skipped
+        if not n_in:
+            return out  # nothing new: no batch, and no marker (the partition may go idle)
+        encode = self._routed.encode
+        key_out = str(partition).encode()
+        for target, c in enumerate(columns):
+            counters["routed"] += len(c.offsets)
+            out.append(
+                Output(
+                    self.topics.routed,
+                    key_out,
+                    encode(c.record(partition, max_time)),
+                    partition=target,
+                )
             )
-            if step.panes or step.late_events:
-                self._outputs(step, out, now_ms, key, event)
+        return out
+
+    def _dead_letter(
+        self,
+        counters: Counter[str],
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        offset: int,
+        stage: str,
+        kind: str,
+        error: str,
+        now_ms: int,
+    ) -> Output:
+        counters["dead_letters"] += 1
+        counters[f"dead_letters.{kind}"] += 1
+        letter = DeadLetter(
+            source_topic=self.topics.events,
+            source_partition=partition,
+            source_offset=offset,
+            stage=stage,
+            error_kind=kind,
+            error=error,
+            time_ms=now_ms,
+            key=key,
+            value=value,
+        )
+        return Output(self.topics.dead_letters, key, value, letter.headers())
+
+    # -- monitoring
+
+    def status(self, now_ms: int) -> list[dict[str, Any]]:
+        """Per source partition: its own watermark (newest event time - out-of-orderness),
+        last offset, whether it is idle, its counters."""
+        rows = []
+        for partition, s in sorted(self.sources.items()):
+            rows.append(
+                {
+                    "partition": partition,
+                    "max_event_time_ms": s.max_event_time_ms,
+                    "watermark_ms": None
+                    if s.max_event_time_ms is None
+                    else s.max_event_time_ms - self.out_of_orderness_ms,
+                    "last_offset": s.last_offset,
+                    "idle": now_ms - s.last_record_ms >= self.idle_timeout_ms,
+                    "assigned": True,
+                    "counters": dict(sorted(s.counters.items())),
+                }
+            )
+        return rows
+
+
+# --------------------------------------------------------------------------- stage 2
+
+
+class WindowJob:
+    """Stage 2 for one partition of the routed topic: the event-time windows of the
+    (title, country) keys routed there, with one watermark per source partition."""
+
+    def __init__(
+        self,
+        *,
+        partition: int,
+        topics: JobTopics,
+        config: EngineConfig,
+        sources: int,
+        now_ms: int,
+        engine: Engine | None = None,
+        counters: Mapping[str, int] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.topics = topics
+        if engine is None:
+            engine = EventTimeEngine(ViewingMetrics, config)
+            # Every source partition holds the watermark back from the start, until it has
+            # sent something or has been silent for the idle timeout.
+            engine.assign_partitions(range(sources), now_ms)
+        self.engine: Engine = engine
+        self.counters: Counter[str] = Counter(counters or {})
+        self._routed = codec(ROUTED.schema or "", "ms")
+        self._events = events_codec("ms")
+        self._metrics = codec("viewing_metric", "ms")
+        self._late = codec("late_event", "ms")
+
+    # -- processing
+
+    def process(self, batches: Iterable[bytes], now_ms: int) -> list[Output]:
+        """Apply RoutedBatch records (in routed-topic order) at processing time ``now_ms``."""
+        out: list[Output] = []
+        decode = self._routed.decode
+        engine = self.engine
+        engine_process = engine.process
+        for raw in batches:
+            batch = decode(raw)
+            self.counters["batches_in"] += 1
+            source = batch["source_partition"]
+            offsets = batch["offsets"]
+            event_times = batch["event_times"]
+            title_ids = batch["title_ids"]
+            countries = batch["countries"]
+            event_types = batch["event_types"]
+            profile_ids = batch["profile_ids"]
+            watched = batch["watched_ms"]
+            buffered = batch["buffer_ms"]
+            positions = batch["position_ms"]
+            runtimes = batch["runtime_ms"]
+            for i in range(len(offsets)):
+                step = engine_process(
+                    event_times[i],
+                    (title_ids[i], countries[i]),
+                    MetricInput(
+                        event_types[i],
+                        profile_ids[i],
+                        watched[i],
+                        buffered[i],
+                        positions[i],
+                        runtimes[i],
+                    ),
+                    source,
+                    offsets[i],
+                    now_ms,
+                )
+                if step.panes or step.late_events:
+                    self._outputs(step, out, now_ms, batch, i)
+            self._outputs(
+                engine.advance(source, batch["source_max_event_time"], now_ms), out, now_ms
+            )
         return out
 
     def tick(self, now_ms: int) -> list[Output]:
-        """Let idle partitions release the watermark (processing time ``now_ms``)."""
+        """Let idle source partitions release the watermark (processing time ``now_ms``)."""
         out: list[Output] = []
         self._outputs(self.engine.on_tick(now_ms), out, now_ms)
-        return out
-
-    def assign(self, partitions: Iterable[int], now_ms: int) -> None:
-        self.engine.assign_partitions(partitions, now_ms)
-
-    def revoke(self, partitions: Iterable[int], now_ms: int) -> list[Output]:
-        out: list[Output] = []
-        self._outputs(self.engine.revoke_partitions(partitions, now_ms), out, now_ms)
         return out
 
     def _outputs(
@@ -197,15 +475,18 @@ class MetricsJob:
         step: StepResult[MetricInput, ViewingMetricsResult],
         out: list[Output],
         now_ms: int,
-        key: bytes | None = None,
-        event: dict[str, Any] | None = None,
+        batch: Mapping[str, Any] | None = None,
+        index: int = 0,
     ) -> None:
         for pane in step.panes:
             self.counters[f"panes_{pane.kind.value.lower()}"] += 1
             out.append(self._pane_output(pane, now_ms))
         for late in step.late_events:
             self.counters["late_events"] += 1
-            out.append(self._late_output(late, key, event or {}, now_ms))
+            assert batch is not None, "only an event can be late"
+            out.append(
+                self._late_output(late, batch["keys"][index], batch["values"][index], now_ms)
+            )
 
     def _pane_output(self, pane: Pane[ViewingMetricsResult], now_ms: int) -> Output:
         title_id, country = pane.key
@@ -234,10 +515,10 @@ class MetricsJob:
         )
 
     def _late_output(
-        self, late: LateEvent[MetricInput], key: bytes | None, event: dict[str, Any], now_ms: int
+        self, late: LateEvent[MetricInput], key: bytes | None, value: bytes, now_ms: int
     ) -> Output:
         record = {
-            "event": event,
+            "event": self._events.decode(value),  # the router decoded it once already
             "source_topic": self.topics.events,
             "source_partition": late.partition,
             "source_offset": late.offset,
@@ -250,42 +531,16 @@ class MetricsJob:
         }
         return Output(self.topics.late_events, key, self._late.encode(record))
 
-    def _dead_letter(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int,
-        offset: int,
-        stage: str,
-        kind: str,
-        error: str,
-        now_ms: int,
-    ) -> Output:
-        self.counters["dead_letters"] += 1
-        self.counters[f"dead_letters.{kind}"] += 1
-        letter = DeadLetter(
-            source_topic=self.topics.events,
-            source_partition=partition,
-            source_offset=offset,
-            stage=stage,
-            error_kind=kind,
-            error=error,
-            time_ms=now_ms,
-            key=key,
-            value=value,
-        )
-        return Output(self.topics.dead_letters, key, value, letter.headers())
-
     # -- state
 
     def snapshot(self) -> bytes:
-        """Engine state, job counters and last offsets as JSON bytes (for the changelog)."""
+        """Engine state and counters as JSON bytes (for the changelog)."""
         return json.dumps(
             {
                 "version": SNAPSHOT_VERSION,
+                "partition": self.partition,
                 "engine": self.engine.to_state(),
                 "counters": dict(self.counters),
-                "last_offsets": {str(p): o for p, o in self.last_offsets.items()},
             },
             separators=(",", ":"),
         ).encode()
@@ -296,56 +551,50 @@ class MetricsJob:
         data: bytes,
         *,
         topics: JobTopics,
-        titles: TitleIndex,
         config: EngineConfig,
-        max_future_ms: int,
+        sources: int,
         now_ms: int,
-    ) -> MetricsJob:
+    ) -> WindowJob:
         """Rebuild from :meth:`snapshot` bytes. Raises ValueError if the snapshot was taken
         with another engine config (window size, lateness...) or another layout."""
         state = json.loads(data)
-        if state.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
+        _check_version(state, "window job")
         engine: Engine = EventTimeEngine.from_state(
             state["engine"], ViewingMetrics, config=config, now_ms=now_ms
         )
         return cls(
+            partition=int(state["partition"]),
             topics=topics,
-            titles=titles,
             config=config,
-            max_future_ms=max_future_ms,
+            sources=sources,
+            now_ms=now_ms,
             engine=engine,
             counters=state["counters"],
-            last_offsets={int(p): int(o) for p, o in state["last_offsets"].items()},
         )
 
     # -- monitoring
 
     def status(self, now_ms: int) -> dict[str, Any]:
-        """What `sandbox watch` shows: watermarks per partition, open windows, counters."""
+        """This target partition's watermark, its view of every source partition, its open
+        windows and counters."""
         engine = self.engine
-        watermark_ms = engine.watermark_ms
         return {
-            "time_ms": now_ms,
-            "watermark_ms": None if watermark_ms == WATERMARK_MIN else watermark_ms,
-            "partitions": [
+            "partition": self.partition,
+            "watermark_ms": _ms_or_none(engine.watermark_ms),
+            "sources": [
                 {
                     "partition": p.partition,
-                    "watermark_ms": None if p.watermark_ms == WATERMARK_MIN else p.watermark_ms,
-                    "max_event_time_ms": p.max_event_time_ms,
-                    "last_offset": self.last_offsets.get(p.partition, p.last_offset),
+                    "watermark_ms": _ms_or_none(p.watermark_ms),
                     "idle": p.idle,
-                    "assigned": p.assigned,
                 }
                 for p in engine.partition_status(now_ms)
             ],
             "open_windows": [[w.start_ms, w.end_ms] for w in engine.open_windows],
             "state_size": engine.state_size,
-            "engine": dataclass_dict(engine.counters),
+            "engine": {name: getattr(engine.counters, name) for name in engine.counters.__slots__},
             "counters": dict(sorted(self.counters.items())),
-            "config": engine.config.to_state(),
         }
 
 
-def dataclass_dict(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__slots__}
+def _ms_or_none(watermark_ms: int) -> int | None:
+    return None if watermark_ms == WATERMARK_MIN else watermark_ms

@@ -502,6 +502,24 @@ class EventTimeEngine(Generic[V, R]):
             part.max_event_time_ms = event_time_ms
         return self._finish(panes, late_events, now_ms)
 
+    def advance(
+        self, partition: int, max_event_time_ms: int | None, now_ms: int
+    ) -> StepResult[V, R]:
+        """A watermark marker: ``partition`` has seen events up to ``max_event_time_ms``,
+        including events this engine never saw (they went to another engine after a
+        repartition). Counts as activity of the partition; never moves anything backwards.
+        ``None`` (the partition has no event yet) only counts as activity."""
+        part = self._partitions.get(partition)
+        if part is None:
+            part = self._partitions[partition] = _PartitionState(last_activity_ms=now_ms)
+        part.assigned = True
+        part.last_activity_ms = now_ms
+        if max_event_time_ms is not None and (
+            part.max_event_time_ms is None or max_event_time_ms > part.max_event_time_ms
+        ):
+            part.max_event_time_ms = max_event_time_ms
+        return self._finish([], [], now_ms)
+
     def on_tick(self, now_ms: int) -> StepResult[V, R]:
         """Re-evaluate idle partitions at processing time ``now_ms``; may fire windows."""
         return self._finish([], [], now_ms)

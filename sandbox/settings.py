@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     idle_timeout_ms: int = Field(
         60_000, gt=0, description="A partition silent this long stops holding the watermark."
     )
-    worker_web_port: int = Field(6066, ge=1, le=65535, description="Faust worker web port.")
+    worker_web_port: int = Field(
+        6066, ge=1, le=65535, description="Faust worker web port (taken: a free one)."
+    )
     stream_job_id: str = Field(
         "sandbox-stream-job",
         description="Faust app id of the stream job: its consumer group and the prefix of its "
@@ -101,6 +103,12 @@ class Settings(BaseSettings):
         if self.kafka_bootstrap:
             return self.kafka_bootstrap
         return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def routed_topic(self) -> str:
+        """The stream job's internal repartition topic (schemas.topics.ROUTED), named after
+        the job like its changelog topic, with as many partitions as the events topic."""
+        return f"{self.stream_job_id}-routed"
 
     @property
     def kafka_libs_dir(self) -> Path:

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.reader import make_consumer
-from pipeline.results import latest_panes
+from pipeline.results import latest_panes, merge_status
 from sandbox.settings import Settings
 from schemas.codec import DecodeError
 from schemas.topics import codec
@@ -79,6 +79,24 @@ def render(
             "yes" if p["assigned"] else "no",
         )
     parts.append(table)
+    routed = Table(title="routed partitions (each aggregates its own titles x countries)")
+    for col in ("partition", "watermark", "behind wall clock", "sources holding it", "state"):
+        routed.add_column(col)
+    for q in status.get("windows", []):
+        wm_q = q["watermark_ms"]
+        holding = [
+            str(src["partition"])
+            for src in q["sources"]
+            if not src["idle"] and (wm_q is None or src["watermark_ms"] == wm_q)
+        ]
+        routed.add_row(
+            str(q["partition"]),
+            _iso(wm_q),
+            _behind(now_ms, wm_q),
+            ", ".join(holding) or "-",
+            str(q["state_size"]),
+        )
+    parts.append(routed)
     windows = status.get("open_windows", [])
     shown = ", ".join(_iso(start)[11:19] for start, _end in windows[-8:])
     parts.append(
@@ -122,8 +140,8 @@ def watch_job(settings: Settings, *, console: Console, seconds: float | None) ->
     )
     consumer.subscribe([settings.job_status_topic, settings.viewing_metrics_topic])
     decode = codec("viewing_metric", "ms").decode
-    key = settings.stream_job_id.encode()
-    status: dict[str, Any] | None = None
+    prefix = f"{settings.stream_job_id}/".encode()
+    workers: dict[bytes, dict[str, Any]] = {}
     panes: dict[tuple[int, str, str], dict[str, Any]] = {}
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
@@ -137,8 +155,9 @@ def watch_job(settings: Settings, *, console: Console, seconds: float | None) ->
                     if msg.error() is not None:
                         continue
                     if msg.topic() == settings.job_status_topic:
-                        if msg.key() == key:
-                            status = json.loads(msg.value())
+                        key = msg.key()
+                        if key is not None and key.startswith(prefix):
+                            workers[key] = json.loads(msg.value())
                         continue
                     try:
                         pane = decode(msg.value())  # type: ignore[arg-type]
@@ -150,7 +169,7 @@ def watch_job(settings: Settings, *, console: Console, seconds: float | None) ->
                         del panes[k]
                 live.update(
                     render(
-                        status,
+                        merge_status(list(workers.values())) if workers else None,
                         latest_panes(list(panes.values())),
                         time.time_ns() // 1_000_000,
                         settings,

@@ -39,6 +39,15 @@ VIEWING_METRICS = TopicRole(
     "viewing_metric",
     key="window_start|title_id|country (UTF-8): the latest revision of a pane wins",
 )
+ROUTED = TopicRole(
+    "routed",
+    "routed_batch",
+    key="the source partition number (UTF-8); the target partition is chosen from "
+    "(title_id, country) by pipeline.stream_step.route_partition. Internal to the stream "
+    "job: topic <job id>-routed",
+    # It repeats the events once more; the job reads it within seconds.
+    config={"retention.ms": str(24 * 3_600_000)},
+)
 LATE_EVENTS = TopicRole("late_events", "late_event", key="the original event's key (session_id)")
 JOB_STATUS = TopicRole(
     "job_status",

@@ -7,6 +7,7 @@ L = 120 s (the defaults), the timeline of docs/event-time.md.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,12 +16,20 @@ from typing import Any
 import pytest
 from stream_harness import SCENARIOS, Worker, make_stream_settings, poll
 
-from infra.kafka import KafkaConfig
+from infra.kafka import KafkaConfig, ensure_topics
+from infra.stack import topic_plan
 from pipeline.dead_letter import DeadLetter
 from pipeline.reader import make_consumer, read_messages
-from pipeline.results import read_late_events, read_panes, read_status, wait_caught_up
+from pipeline.results import (
+    latest_panes,
+    read_late_events,
+    read_panes,
+    read_status,
+    wait_caught_up,
+)
 from pipeline.windows import DROP_REASON
 from producers.replay import replay_file
+from producers.run import ProduceRequest, run_produce
 from sandbox.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -245,3 +254,72 @@ def test_a_silent_partition_holds_the_watermark_until_it_is_idle(
     assert by_partition[1]["idle"] is True
     assert by_partition[1]["watermark_ms"] == T0
     assert by_partition[0]["watermark_ms"] == T0 + 120 * S
+
+
+def test_two_workers_split_the_partitions_and_give_the_panes_of_one(
+    kafka_broker: KafkaConfig, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    """The same simulated input through one worker, then through two workers of another
+    job: every (window, title, country) ends with the same values, and no key gets two
+    different panes of one revision (each key is aggregated in one place)."""
+    s = make_stream_settings(kafka_broker, tmp_path, events_partitions=3, idle_timeout_ms=600_000)
+    request = ProduceRequest(
+        events=4_000, backfill_start_ms=T0, clients=40, seed=11, countries=("US", "GB", "BR")
+    )
+    run_produce(s, request)
+    one = start_worker(s)
+    wait_for_job(s, one, timeout_s=120)
+    single = read_panes(s)
+    one.stop()
+
+    suffix = uuid.uuid4().hex[:8]
+    s2 = s.model_copy(
+        update={
+            "events_topic": f"events-{suffix}",
+            "stream_job_id": f"stream-job-{suffix}",
+            "viewing_metrics_topic": f"viewing-metrics-{suffix}",
+            "late_events_topic": f"late-events-{suffix}",
+            "dead_letter_topic": f"dead-letters-{suffix}",
+            "job_status_topic": f"job-status-{suffix}",
+        }
+    )
+    ensure_topics(s2.bootstrap_servers, topic_plan(s2))
+    first = start_worker(s2)
+    poll(lambda: read_status(s2), lambda st: bool(st and st["started"]), 60, "the first worker")
+    second = start_worker(s2)  # joins the group (and takes a free web port)
+    poll(
+        lambda: read_status(s2),
+        lambda st: bool(st and len(st["workers"]) == 2 and len(st["windows"]) == 3),
+        60,
+        "both workers sharing the partitions",
+    )
+    run_produce(s2, request)  # the same events, now read by two workers
+    wait_for_job(s2, first, timeout_s=120)
+    second.assert_alive()
+    pair = read_panes(s2)
+
+    def values(panes: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        fields = ("events", "plays", "viewers", "watch_ms", "rebuffer_ms", "completions")
+        return [
+            (p["window_start"], p["title_id"], p["country"], *(p[f] for f in fields))
+            for p in latest_panes(panes)
+        ]
+
+    assert len(single) > 50
+    assert values(pair) == values(single)
+    by_revision: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for p in pair:  # a pane sent again (after a rebalance) must be the same pane
+        key = (p["window_start"], p["title_id"], p["country"], p["revision"])
+        held = by_revision.setdefault(key, p)
+        assert {k: v for k, v in held.items() if k != "emitted_at"} == {
+            k: v for k, v in p.items() if k != "emitted_at"
+        }
+    status = poll(
+        lambda: read_status(s2),
+        lambda st: bool(st and st["counters"].get("records_in") == 4_000),
+        30,
+        "a status that counts every event",
+    )
+    assert status is not None and len(status["workers"]) == 2
+    owners = {row["worker"] for row in status["partitions"] + status["windows"]}
+    assert len(owners) == 2, status["partitions"]

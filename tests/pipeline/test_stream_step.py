@@ -1,4 +1,8 @@
-"""MetricsJob without Faust: raw records in, the exact records to produce out."""
+"""The two stages without Faust: raw records in, the exact records to produce out.
+
+``Topology`` below wires ``Router`` -> routed batches -> ``WindowJob`` per target partition
+in memory, the way the Faust worker does through the routed topic.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,17 @@ from typing import Any
 import pytest
 
 from pipeline.dead_letter import H_KIND, H_OFFSET, H_STAGE
-from pipeline.stream_step import JobTopics, MetricsJob, Output, RawRecord, pane_key
+from pipeline.results import latest_panes
+from pipeline.stream_step import (
+    JobTopics,
+    Output,
+    RawRecord,
+    Router,
+    WindowJob,
+    engine_config,
+    pane_key,
+    route_partition,
+)
 from pipeline.validate import TitleIndex, TitleInfo
 from schemas.topics import codec, events_codec
 
@@ -16,13 +30,47 @@ pytestmark = pytest.mark.unit
 T0 = 1_748_772_000_000  # 2025-06-01T10:00:00Z
 S = 1_000
 NOW_MS = T0 + 3_600_000
-TOPICS = JobTopics("events", "metrics", "late", "dead")
-TITLES = TitleIndex({"t1": TitleInfo(runtime_ms=1_000_000, countries=frozenset({"US"}))})
-CONFIG = MetricsJob.engine_config(60_000, 10_000, 120_000, 60_000)
+TOPICS = JobTopics("events", "routed", "metrics", "late", "dead")
+TITLES = TitleIndex(
+    {
+        f"t{i}": TitleInfo(runtime_ms=1_000_000, countries=frozenset({"US", "GB"}))
+        for i in range(1, 9)
+    }
+)
+CONFIG = engine_config(60_000, 10_000, 120_000, 60_000)
 
 
-def job() -> MetricsJob:
-    return MetricsJob(topics=TOPICS, titles=TITLES, config=CONFIG, max_future_ms=3_600_000)
+class Topology:
+    """Router + one WindowJob per target partition; routed batches delivered at once."""
+
+    def __init__(self, targets: int = 1, sources: int = 1) -> None:
+        self.targets = targets
+        self.sources = sources
+        self.router = Router(
+            topics=TOPICS,
+            titles=TITLES,
+            targets=targets,
+            max_future_ms=3_600_000,
+            idle_timeout_ms=60_000,
+            out_of_orderness_ms=10_000,
+        )
+        self.windows = [
+            WindowJob(partition=q, topics=TOPICS, config=CONFIG, sources=sources, now_ms=NOW_MS)
+            for q in range(targets)
+        ]
+
+    def process(
+        self, partition: int, records: list[RawRecord], now_ms: int = NOW_MS
+    ) -> list[Output]:
+        """Route, then window every routed batch; the routed batches themselves left out."""
+        out = []
+        for o in self.router.process(partition, records, now_ms):
+            if o.topic == "routed":
+                assert o.partition is not None and o.key == str(partition).encode()
+                out.extend(self.windows[o.partition].process([o.value or b""], now_ms))
+            else:
+                out.append(o)
+        return out
 
 
 def event(t_s: int, profile: str = "p1", **overrides: Any) -> dict[str, Any]:
@@ -46,7 +94,7 @@ def event(t_s: int, profile: str = "p1", **overrides: Any) -> dict[str, Any]:
 def records(*values: dict[str, Any] | bytes, start_offset: int = 0) -> list[RawRecord]:
     enc = events_codec().encode
     return [
-        (b"k", v if isinstance(v, bytes) else enc(v), 0, start_offset + i)
+        (b"k", v if isinstance(v, bytes) else enc(v), start_offset + i)
         for i, v in enumerate(values)
     ]
 
@@ -57,8 +105,9 @@ def decoded(out: list[Output], topic: str) -> list[dict[str, Any]]:
 
 
 def test_panes_late_events_and_dead_letters_from_one_batch() -> None:
-    j = job()
-    out = j.process(
+    t = Topology()
+    out = t.process(
+        0,
         records(
             event(5, event_type="PLAY"),
             b"garbage",
@@ -67,9 +116,9 @@ def test_panes_late_events_and_dead_letters_from_one_batch() -> None:
             event(30, "p2"),  # dropped: late by 160 s
             event(10, watched_ms=-1),
         ),
-        NOW_MS,
     )
-    assert [o.topic for o in out] == ["dead", "metrics", "metrics", "late", "dead"]
+    # The router sends dead letters as it meets them, then the routed batch is windowed.
+    assert [o.topic for o in out] == ["dead", "dead", "metrics", "metrics", "late"]
     first, second = decoded(out, "metrics")
     assert (first["window_start"], first["events"], first["plays"], first["pane"]) == (
         T0,
@@ -78,18 +127,20 @@ def test_panes_late_events_and_dead_letters_from_one_batch() -> None:
         "ON_TIME",
     )
     assert first["watermark"] == T0 + 70 * S and first["emitted_at"] == NOW_MS
-    assert out[1].key == pane_key(T0, "t1", "US") == f"{T0}|t1|US".encode()
+    assert out[2].key == pane_key(T0, "t1", "US") == f"{T0}|t1|US".encode()
     assert (second["window_start"], second["events"]) == (T0 + 60 * S, 1)
     (late,) = decoded(out, "late")
     assert late["event"]["profile_id"] == "p2" and late["lateness_ms"] == 160 * S
     assert (late["source_partition"], late["source_offset"]) == (0, 4)
-    assert out[3].key == b"k"
+    assert out[4].key == b"k"
     bad = dict(out[0].headers or [])
     assert (bad[H_STAGE], bad[H_KIND], bad[H_OFFSET]) == (b"decode", b"bad_marker", b"1")
     assert out[0].value == b"garbage"
-    assert dict(out[4].headers or [])[H_KIND] == b"negative_watched_ms"
-    assert j.counters["dead_letters"] == 2 and j.counters["late_events"] == 1
-    assert j.counters["records_in"] == 6
+    assert dict(out[1].headers or [])[H_KIND] == b"negative_watched_ms"
+    counters = t.router.sources[0].counters
+    assert counters["dead_letters"] == 2 and counters["records_in"] == 6
+    assert counters["routed"] == 4
+    assert t.windows[0].counters["late_events"] == 1
 
 
 def test_snapshot_restore_and_replay_give_the_uninterrupted_output() -> None:
@@ -103,60 +154,138 @@ def test_snapshot_restore_and_replay_give_the_uninterrupted_output() -> None:
         event(40, "p4"),
         event(300),
     )
-    whole = job().process(stream, NOW_MS)
+    whole = Topology().process(0, stream)
 
-    first = job()
-    head = first.process(stream[:4], NOW_MS)
-    restored = MetricsJob.restore(
-        first.snapshot(),
-        topics=TOPICS,
-        titles=TITLES,
-        config=CONFIG,
-        max_future_ms=3_600_000,
-        now_ms=NOW_MS,
+    first = Topology()
+    head = first.process(0, stream[:4])
+    # A crash: both stages restart from their snapshots...
+    restored = Topology()
+    restored.router.assign(0, first.router.snapshot(0), NOW_MS)
+    restored.windows[0] = WindowJob.restore(
+        first.windows[0].snapshot(), topics=TOPICS, config=CONFIG, sources=1, now_ms=NOW_MS
     )
-    # At-least-once: the consumer re-reads from an older offset; nothing is emitted twice.
-    tail = restored.process(stream[1:], NOW_MS)
+    # ...and the consumer re-reads from an older offset: nothing is emitted twice.
+    tail = restored.process(0, stream[1:])
     assert [(o.topic, o.key, o.value) for o in head + tail] == [
         (o.topic, o.key, o.value) for o in whole
     ]
-    assert restored.counters["replayed_skipped"] == 3
-    assert restored.counters["dead_letters"] == 1
+    assert restored.router.sources[0].counters["replayed_skipped"] == 3
+    assert restored.router.sources[0].counters["dead_letters"] == 1
+
+
+def test_the_window_stage_skips_a_routed_batch_sent_twice() -> None:
+    """The router re-sends after a crash before its snapshot; the window stage skips
+    every event at or below the source offset it already applied."""
+    t = Topology()
+    batch = t.router.process(0, records(event(5), event(80), event(200)), NOW_MS)
+    (routed,) = [o.value for o in batch if o.topic == "routed"]
+    once = t.windows[0].process([routed or b""], NOW_MS)
+    again = t.windows[0].process([routed or b""], NOW_MS)
+    assert len(decoded(once, "metrics")) == 2 and again == []
+    assert t.windows[0].engine.counters.replayed_skipped == 3
 
 
 def test_restore_refuses_a_snapshot_taken_with_other_windows() -> None:
-    j = job()
-    j.process(records(event(5)), NOW_MS)
-    other = MetricsJob.engine_config(300_000, 10_000, 120_000, 60_000)
+    t = Topology()
+    t.process(0, records(event(5)))
+    other = engine_config(300_000, 10_000, 120_000, 60_000)
     with pytest.raises(ValueError, match="state was written with"):
-        MetricsJob.restore(
-            j.snapshot(), topics=TOPICS, titles=TITLES, config=other, max_future_ms=0, now_ms=NOW_MS
+        WindowJob.restore(
+            t.windows[0].snapshot(), topics=TOPICS, config=other, sources=1, now_ms=NOW_MS
         )
 
 
 def test_completion_joins_the_runtime_from_the_catalog() -> None:
-    j = job()
-    out = j.process(
+    out = Topology().process(
+        0,
         records(
             event(5, event_type="STOP", position_ms=900_000),
             event(6, "p2", event_type="STOP", position_ms=899_999),
             event(100),
         ),
-        NOW_MS,
     )
     (metric,) = decoded(out, "metrics")
     assert metric["completions"] == 1 and metric["viewers"] == 2
 
 
-def test_status_shows_partitions_windows_and_counters() -> None:
-    j = job()
-    j.assign([0, 1], NOW_MS)
-    j.process(records(event(5)), NOW_MS)
-    status = j.status(NOW_MS + 1_000)
-    assert [p["partition"] for p in status["partitions"]] == [0, 1]
-    assert status["partitions"][0]["watermark_ms"] == T0 - 5 * S
-    assert status["partitions"][1]["watermark_ms"] is None  # no data yet: minus infinity
+def test_route_partition_is_stable_and_spreads_keys() -> None:
+    keys = [(f"t{i}", c) for i in range(1, 9) for c in ("US", "GB")]
+    targets = [route_partition(title, country, 3) for title, country in keys]
+    assert targets == [route_partition(title, country, 3) for title, country in keys]
+    assert set(targets) == {0, 1, 2}
+    assert all(route_partition(title, country, 1) == 0 for title, country in keys)
+
+
+def _two_titles_on_two_targets() -> tuple[str, str]:
+    by_target: dict[int, str] = {}
+    for i in range(1, 9):
+        by_target.setdefault(route_partition(f"t{i}", "US", 2), f"t{i}")
+    return by_target[0], by_target[1]
+
+
+def test_a_source_partition_moves_the_watermark_of_targets_it_sends_no_events_to() -> None:
+    """Source 0 only has title a (target 0), source 1 only title b (target 1). Target 0's
+    watermark is still the minimum over both sources: source 1 reaches it by markers."""
+    a, b = _two_titles_on_two_targets()
+    t = Topology(targets=2, sources=2)
+    assert t.process(0, records(event(5, title_id=a), event(100, title_id=a))) == []
+    # Source 1 has not sent anything: it holds every target's watermark at minus infinity.
+    assert t.windows[0].engine.watermark_ms < T0
+    out = t.process(1, records(event(6, title_id=b), event(95, title_id=b)))
+    # Now target 0's watermark is min(100, 95) - 10 = 85 s: title a's [0, 60) fires there,
+    # title b's [0, 60) on target 1, both at the same watermark.
+    panes = sorted(decoded(out, "metrics"), key=lambda p: p["title_id"])
+    assert [(p["title_id"], p["window_start"], p["watermark"]) for p in panes] == sorted(
+        [(a, T0, T0 + 85 * S), (b, T0, T0 + 85 * S)]
+    )
+    status = t.windows[0].status(NOW_MS)
+    assert status["watermark_ms"] == T0 + 85 * S
+    assert [(s["partition"], s["watermark_ms"]) for s in status["sources"]] == [
+        (0, T0 + 90 * S),
+        (1, T0 + 85 * S),
+    ]
+
+
+@pytest.mark.parametrize("targets", [2, 3])
+def test_any_number_of_targets_gives_the_panes_of_one(targets: int) -> None:
+    """Record by record (a routed batch per record), the repartitioned job emits exactly
+    the panes and late events of a single target partition."""
+    titles = ["t1", "t2", "t3", "t4"]
+    values = [
+        event(t_s, f"p{i % 5}", title_id=titles[i % 4], country="US" if i % 3 else "GB")
+        for i, t_s in enumerate([5, 12, 70, 8, 64, 130, 20, 125, 190, 61, 250, 119, 310, 30, 400])
+    ]
+    stream = records(*values)
+
+    def run(n: int) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+        t = Topology(targets=n)
+        out: list[Output] = []
+        for record in stream:
+            out.extend(t.process(0, [record]))
+        panes = [{k: v for k, v in p.items() if k != "emitted_at"} for p in decoded(out, "metrics")]
+        late = sorted((e["source_offset"], e["lateness_ms"]) for e in decoded(out, "late"))
+        return sorted(panes, key=lambda p: sorted(p.items())), late
+
+    one_panes, one_late = run(1)
+    many_panes, many_late = run(targets)
+    assert many_panes == one_panes and many_late == one_late
+    assert one_late and len(latest_panes(one_panes)) >= 6  # the scenario has both
+
+
+def test_status_shows_sources_windows_and_counters() -> None:
+    t = Topology(sources=2)
+    t.process(0, records(event(5)))
+    sources = t.router.status(NOW_MS + 1_000)
+    assert [(s["partition"], s["watermark_ms"], s["last_offset"]) for s in sources] == [
+        (0, T0 - 5 * S, 0)
+    ]
+    assert sources[0]["counters"] == {"records_in": 1, "routed": 1}
+    status = t.windows[0].status(NOW_MS + 1_000)
+    # Source 1 has sent nothing yet: it holds the watermark at minus infinity.
+    assert [(s["partition"], s["watermark_ms"]) for s in status["sources"]] == [
+        (0, T0 - 5 * S),
+        (1, None),
+    ]
     assert status["watermark_ms"] is None
     assert status["open_windows"] == [[T0, T0 + 60 * S]]
-    assert status["counters"]["records_in"] == 1
-    assert status["engine"]["events_in"] == 1
+    assert status["engine"]["events_in"] == 1 and status["counters"] == {"batches_in": 1}

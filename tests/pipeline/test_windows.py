@@ -91,7 +91,16 @@ class Revoke:
     now_s: float
 
 
-Step = Ev | Tick | Revoke
+@dataclass(frozen=True)
+class Marker:
+    """A watermark marker: partition ``p`` has seen event time ``t_s`` (None: nothing)."""
+
+    p: int
+    t_s: float | None
+    now_s: float
+
+
+Step = Ev | Tick | Revoke | Marker
 
 
 @dataclass
@@ -104,6 +113,9 @@ class Harness:
             return self.engine.on_tick(ms(step.now_s))
         if isinstance(step, Revoke):
             return self.engine.revoke_partitions(step.partitions, ms(step.now_s))
+        if isinstance(step, Marker):
+            t_ms = None if step.t_s is None else ms(step.t_s)
+            return self.engine.advance(step.p, t_ms, ms(step.now_s))
         offset = step.offset if step.offset is not None else self.next_offset.get(step.p, 0)
         self.next_offset[step.p] = max(self.next_offset.get(step.p, 0), offset + 1)
         return self.engine.process(ms(step.t_s), step.key, step.v, step.p, offset, ms(step.now_s))
@@ -412,6 +424,33 @@ def test_idle_partition_releases_watermark_and_reactivates_on_data() -> None:
         (1, ms(190), False),
     ]
     assert h.engine.counters.unobservably_late == 0
+
+
+def test_markers_carry_progress_a_partition_made_elsewhere() -> None:
+    """After a repartition an engine sees only some of a partition's events; markers bring
+    the rest of its progress. They never lower anything and keep the partition active."""
+    h = make(assign=[0, 1])
+    run_table(
+        h,
+        [
+            (Ev(5, 1, p=0, now_s=0), [], WATERMARK_MIN),
+            (Marker(p=1, t_s=None, now_s=0), [], WATERMARK_MIN),  # only "alive"
+            (Marker(p=1, t_s=80, now_s=1), [], ms(-5)),  # min(5, 80) - 10
+            (Marker(p=0, t_s=90, now_s=2), [pane(0, (1,), wm_s=70)], ms(70)),
+            (Marker(p=0, t_s=50, now_s=3), [], ms(70)),  # older news: ignored
+            (Ev(65, 2, p=1, now_s=4), [], ms(70)),  # 65 < 70: unobservably late
+            # Markers are activity: partition 1 is not idle at 31 s, only at 34 s.
+            (Marker(p=0, t_s=200, now_s=20), [], ms(70)),
+            (Tick(now_s=31), [], ms(70)),
+            (Tick(now_s=34), [pane(60, (2,), wm_s=190)], ms(190)),
+        ],
+    )
+    assert h.engine.counters.unobservably_late == 1
+    status = h.engine.partition_status(now_ms=ms(34))
+    assert [(s.partition, s.max_event_time_ms, s.idle) for s in status] == [
+        (0, ms(200), False),
+        (1, ms(80), True),
+    ]
 
 
 def test_all_partitions_idle_watermark_follows_the_furthest() -> None:
