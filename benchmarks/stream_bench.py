@@ -1,16 +1,17 @@
 """Stream-job benchmark: events/s of three consumers of one pre-filled events topic.
 
-    .venv/bin/python benchmarks/stream_bench.py [--events 1000000] [--skip-quix]
+    .venv/bin/python benchmarks/stream_bench.py [--events 1000000] [--skip-quix] [--workers 1 2]
 
 On one broker (a fresh local one on free ports unless SANDBOX_KAFKA_BOOTSTRAP is set), the
 topic is filled once with simulated events (producers.simulator backfill + Publisher;
 reused by later runs against the same broker), then read by:
 
   (a) plain   confluent-kafka consumer + Avro decode (fastavro), nothing else: the ceiling
-  (b) faust   our stream job, `sandbox worker` as a subprocess: decode, validate, event-time
-              windows, panes/late/dead letters out, snapshots to the changelog. Rate from
-              the job's own status records (first record counted -> last), so start-up and
-              group join are excluded; wall time including start-up is printed too.
+  (b) faust   our stream job, `sandbox worker` as a subprocess: decode, validate, route,
+              event-time windows, panes/late/dead letters out, snapshots to the changelog.
+              Rate from the job's own status records (first record counted -> last), so
+              start-up and group join are excluded; wall time including start-up is printed
+              too. `--workers 1 2` runs it once with one worker, once with two.
   (c) quix    the same aggregation in Quix Streams 3.28.1 (benchmarks/quix_job.py) in its
               own venv, .sandbox/bench-venvs/quix (created on first use).
 
@@ -48,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUIX_VENV = REPO / ".sandbox" / "bench-venvs" / "quix"
 QUIX_PINS = ["quixstreams==3.28.1", "fastavro==1.13.1"]
 STATUS_SETTLE_S = 2.0
+FAUST_KEY = "(b) faust stream job, 1 worker"
 
 
 def free_port() -> int:
@@ -133,47 +135,59 @@ def bench_plain(settings: Settings, n: int) -> float:
 
 
 def status_history(settings: Settings) -> list[dict]:
-    """Every status record the job's (one) worker published (one a second), oldest first,
-    each in the merged shape of ``read_status``."""
+    """The job's merged status (as ``read_status`` gives it) after each status record any of
+    its workers published (each publishes one a second), oldest first."""
     consumer = make_consumer(settings.bootstrap_servers, f"bench-status-{uuid.uuid4().hex[:6]}")
     consumer.subscribe([settings.job_status_topic])
     prefix = f"{settings.stream_job_id}/".encode()
-    out = [
-        merge_status([json.loads(m.value())])
-        for m in read_messages(consumer, timeout_s=30, stop_at_end=True)
-        if (m.key() or b"").startswith(prefix)
-    ]
+    latest: dict[bytes, dict] = {}
+    out = []
+    for m in read_messages(consumer, timeout_s=30, stop_at_end=True):
+        key = m.key() or b""
+        if key.startswith(prefix):
+            latest[key] = json.loads(m.value())
+            out.append(merge_status(list(latest.values())))
     consumer.close()
     return out
 
 
-def bench_faust(settings: Settings, n: int, log_dir: Path) -> tuple[float, float]:
-    """(b) our job as `sandbox worker`; (events/s while processing, wall s incl. start-up).
+def bench_faust(settings: Settings, n: int, log_dir: Path, workers: int) -> tuple[float, float]:
+    """(b) our job as ``workers`` `sandbox worker` processes; (events/s while processing,
+    wall s incl. start-up).
 
     While it runs, only the group's committed offsets are polled (cheap: the broker shares
     the cores); the rate comes afterwards from the job's status records.
     """
     job = settings.model_copy(update={"stream_job_id": f"bench-job-{uuid.uuid4().hex[:6]}"})
     env = {**os.environ, **settings_env(job)}
-    log = (log_dir / "faust-worker.log").open("wb")
+    logs = [(log_dir / f"faust-worker-{i}.log").open("wb") for i in range(workers)]
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox.cli", "worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
+    procs = []
+    for log in logs:
+        # Each its own web port (the automatic fallback could race between two starting).
+        env_i = {**env, "SANDBOX_WORKER_WEB_PORT": str(free_port())}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "sandbox.cli", "worker"],
+                env=env_i,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        )
     try:
         lag = wait_caught_up(job, timeout_s=1800, poll_s=1.0)
         wall = time.perf_counter() - started
-        if proc.poll() is not None or not lag.caught_up:
-            raise RuntimeError(f"the worker did not finish ({lag.per_partition}); see {log.name}")
+        if any(p.poll() is not None for p in procs) or not lag.caught_up:
+            raise RuntimeError(f"the workers did not finish ({lag.per_partition}); see {log_dir}")
         time.sleep(STATUS_SETTLE_S)  # one more status record after the last batch
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+        for log in logs:
+            log.close()
     # (time, events read by stage 1, events routed, events windowed by stage 2)
     busy = [
         (
@@ -236,6 +250,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-quix", action="store_true")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="run (b) with each of these numbers of workers, e.g. --workers 1 2",
+    )
     args = parser.parse_args()
     n = args.events
 
@@ -273,9 +294,11 @@ def main() -> None:
         rates: dict[str, float] = {}
         rates["(a) plain confluent-kafka + fastavro decode"] = bench_plain(settings, n)
         print(f"(a) done: {rates['(a) plain confluent-kafka + fastavro decode']:,.0f}/s")
-        faust_rate, faust_wall = bench_faust(settings, n, tmp)
-        rates["(b) faust stream job (sandbox worker)"] = faust_rate
-        print(f"(b) done: {faust_rate:,.0f}/s; wall {faust_wall:.1f}s incl. start-up")
+        for workers in args.workers:
+            faust_rate, faust_wall = bench_faust(settings, n, tmp, workers)
+            name = FAUST_KEY if workers == 1 else f"(b) faust stream job, {workers} workers"
+            rates[name] = faust_rate
+            print(f"{name}: {faust_rate:,.0f}/s; wall {faust_wall:.1f}s incl. start-up")
         if not args.skip_quix:
             # Quix counts events after its validation filter: every backfill event is valid.
             rates["(c) quix streams 3.28.1, same aggregation"] = bench_quix(settings, n, tmp, n)
@@ -291,10 +314,9 @@ def main() -> None:
     plain = next(iter(rates.values()))
     for name, value in rates.items():
         print(f"  {name:48s} {value:>10,.0f} events/s   {value / plain:6.2f}x of (a)")
-    faust_key = "(b) faust stream job (sandbox worker)"
     quix_key = "(c) quix streams 3.28.1, same aggregation"
-    if quix_key in rates:
-        print(f"  faust / quix = {rates[faust_key] / rates[quix_key]:.2f}")
+    if quix_key in rates and FAUST_KEY in rates:
+        print(f"  faust (1 worker) / quix = {rates[FAUST_KEY] / rates[quix_key]:.2f}")
 
 
 if __name__ == "__main__":

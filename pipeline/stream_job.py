@@ -30,6 +30,7 @@ Everything comes from ``Settings`` (passed in); nothing here reads the environme
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -40,7 +41,8 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from infra.kafka import free_port, port_free
+from infra.kafka import ensure_topics, free_port, port_free
+from infra.stack import topic_plan
 from pipeline.chunked_state import chunk_writes, read_chunked
 from pipeline.faust_consumer import FastConsumer
 from pipeline.reader import make_consumer, read_messages
@@ -146,7 +148,8 @@ class _Worker:
         self.assigned_windows: set[int] = set()
         self.dirty_sources: set[int] = set()
         self.dirty_windows: set[int] = set()
-        # (stream, events) of both agents, acknowledged after the next checkpoint
+        # acknowledged after the next checkpoint: (None, messages) handed over by the
+        # consumer (stage 1), (stream, events) of the "windows" agent (stage 2)
         self.unacked: list[tuple[Any, list[Any]]] = []
         self.last_save = 0.0
 
@@ -318,37 +321,53 @@ def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
                 key=o.key, value=o.value, headers=o.headers, partition=o.partition
             )
 
+    consumer = app.consumer  # a FastConsumer (set above)
+    assert isinstance(consumer, FastConsumer)
+    # One batch is applied and its outputs handed to the producer under this lock, and a
+    # checkpoint takes it too: a snapshot never contains a batch whose outputs are still
+    # being sent (a rebalance or a timer would otherwise checkpoint in between).
+    lock = asyncio.Lock()
+
     async def checkpoint() -> None:
-        # 1. flush: every output of what was applied is on the broker before the state that
-        #    says it was sent (a lost pane or batch would otherwise never be re-sent);
-        # 2. the snapshots of every partition that changed;
-        # 3. acknowledge what they contain, so Faust may commit it (after flushing 2.).
+        """Call with ``lock`` held.
+
+        1. flush: every output of what was applied is on the broker before the state that
+           says it was sent (a lost pane or batch would otherwise never be re-sent);
+        2. the snapshots of every partition that changed;
+        3. acknowledge what they contain, so Faust may commit it (after flushing 2.)."""
         unacked, w.unacked = w.unacked, []
         await app.producer.flush()
         w.save_dirty()
-        for stream, events_ in unacked:
-            for event in events_:
-                await stream.ack(event)
+        for stream, batch in unacked:
+            if stream is None:
+                consumer.ack_messages(batch)
+            else:
+                for event in batch:
+                    await stream.ack(event)
 
     def due() -> bool:
         return time.monotonic() - w.last_save >= SNAPSHOT_INTERVAL_S
 
-    @app.agent(events, name="route")
-    async def route(stream: faust.StreamT[Any]) -> None:
-        """Stage 1: events -> dead letters and RoutedBatch records (pipeline/stream_step.py)."""
-        async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
-            by_partition: dict[int, list[tuple[bytes | None, bytes | None, int]]] = {}
-            for e in batch:
-                m = e.message
-                by_partition.setdefault(m.partition, []).append((m.key, m.value, m.offset))
-            now = now_ms()
-            for p, records in by_partition.items():
-                w.source(p)
-                await send(w.router.process(p, records, now))
-                w.dirty_sources.add(p)
-            w.unacked.append((stream, batch))
+    async def apply_events(partition: int, messages: list[Any]) -> None:
+        async with lock:
+            w.source(partition)
+            records = [(m.key, m.value, m.offset) for m in messages]
+            await send(w.router.process(partition, records, now_ms()))
+            w.dirty_sources.add(partition)
+            w.unacked.append((None, messages))
             if due():
                 await checkpoint()
+
+    async def route(tp: TP, messages: list[Any]) -> None:
+        """Stage 1: one fetch of one events partition -> dead letters and RoutedBatch
+        records (pipeline/stream_step.py). Handed over by the consumer's fetch loop, not
+        through an agent: Faust's per-message path (an Event, a queue, the stream) costs
+        far more than the routing itself (docs/stream-job.md, Throughput)."""
+        # Shielded: a rebalance cancels a waiting hand-over, but a batch half sent must
+        # finish (under the lock) before the revoke callback checkpoints.
+        await asyncio.shield(apply_events(tp.partition, messages))
+
+    consumer.deliver_batches(events, route)
 
     @app.agent(routed, name="windows")
     async def windows(stream: faust.StreamT[Any]) -> None:
@@ -357,13 +376,14 @@ def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
             by_partition: dict[int, list[bytes]] = {}
             for e in batch:
                 by_partition.setdefault(e.message.partition, []).append(e.message.value)
-            now = now_ms()
-            for q, values in by_partition.items():
-                await send(w.window(q).process(values, now))
-                w.dirty_windows.add(q)
-            w.unacked.append((stream, batch))
-            if due():
-                await checkpoint()
+            async with lock:
+                now = now_ms()
+                for q, values in by_partition.items():
+                    await send(w.window(q).process(values, now))
+                    w.dirty_windows.add(q)
+                w.unacked.append((stream, batch))
+                if due():
+                    await checkpoint()
 
     def recovered() -> bool:
         tables: Any = app.tables  # TableManagerT does not declare .recovery
@@ -377,17 +397,18 @@ def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
         now = now_ms()
         for p in sorted(w.assigned_sources):
             w.source(p)  # restored now rather than at its first record: shown in the status
-        fired = False
-        for q in sorted(w.assigned_windows):
-            out = w.window(q).tick(now)
-            if out:
-                fired = True
-                w.dirty_windows.add(q)
-                await send(out)
-        # Also the checkpoint of the agents' last events once input pauses, so the group
-        # lag reaches 0 (`sandbox results --wait`).
-        if fired or (w.unacked and due()):
-            await checkpoint()
+        async with lock:
+            fired = False
+            for q in sorted(w.assigned_windows):
+                out = w.window(q).tick(now)
+                if out:
+                    fired = True
+                    w.dirty_windows.add(q)
+                    await send(out)
+            # Also the checkpoint of the last batches once input pauses, so the group lag
+            # reaches 0 (`sandbox results --wait`).
+            if fired or (w.unacked and due()):
+                await checkpoint()
 
     status_topic = outputs[settings.job_status_topic]
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -421,10 +442,11 @@ def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
             return
         # Store what was applied before the partitions move; whatever Faust had not
         # committed yet is redelivered to the new owner, which skips it by offset.
-        await checkpoint()
-        w.assigned_sources -= sources
-        w.assigned_windows -= windows_
-        w.drop(sources, windows_)
+        async with lock:
+            await checkpoint()
+            w.assigned_sources -= sources
+            w.assigned_windows -= windows_
+            w.drop(sources, windows_)
 
     return app
 
@@ -436,6 +458,12 @@ def run_worker(settings: Settings, *, loglevel: str = "WARNING") -> None:
         port = free_port()
         log.warning("web port %d is taken; this worker uses %d", settings.worker_web_port, port)
         settings = settings.model_copy(update={"worker_web_port": port})
+    # The job's own repartition topic: `sandbox up` creates it, but a worker started
+    # standalone with a new SANDBOX_STREAM_JOB_ID needs it too.
+    ensure_topics(
+        settings.bootstrap_servers,
+        [t for t in topic_plan(settings) if t.topic == settings.routed_topic],
+    )
     titles = wait_for_titles(settings, timeout_s=CATALOG_WAIT_S)
     app = build_app(settings, titles)
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
