@@ -52,12 +52,13 @@ from sandbox.settings import Settings
 from schemas.codec import DecodeError
 from schemas.topics import titles_codec
 
-__all__ = ["BATCH_MAX", "build_app", "load_titles", "run_worker", "status_key"]
+__all__ = ["ROUTED_TAKE_MAX", "build_app", "load_titles", "run_worker", "status_key"]
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 5_000  # events per batch
-BATCH_WITHIN_S = 0.5  # ...or whatever arrived within this long
+# Stage 2 takes routed batches (each up to a few thousand events) this many at a time...
+ROUTED_TAKE_MAX = 32
+ROUTED_TAKE_WITHIN_S = 0.2  # ...or whatever arrived within this long
 SNAPSHOT_INTERVAL_S = 2.0  # under load, snapshot (then acknowledge) this often
 TICK_INTERVAL_S = 1.0
 STATUS_INTERVAL_S = 1.0
@@ -270,10 +271,11 @@ def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
         # A crashed worker's partitions move on after 10 s instead of aiokafka's 60 s.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
-        # Events Faust may queue ahead of the agent (default 4,096, below one batch of
-        # BATCH_MAX): a full queue suspends the fetch loop per message. Measured +34% on
-        # the stream benchmark (docs/stream-job.md, Throughput).
-        stream_buffer_maxsize=20_000,
+        # Routed batches Faust may queue ahead of the "windows" agent (default 4,096). Each
+        # holds up to a few thousand events (hundreds of KB), so the default could hold
+        # gigabytes when stage 2 falls behind; when the queue is full the fetch loop waits,
+        # which holds stage 1 back too (backpressure).
+        stream_buffer_maxsize=4 * ROUTED_TAKE_MAX,
     )
     # Faust's consumer with a cheaper per-message hand-off to the agent (see the module).
     app.transport.Consumer = FastConsumer  # type: ignore[misc]
@@ -372,7 +374,7 @@ def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
     @app.agent(routed, name="windows")
     async def windows(stream: faust.StreamT[Any]) -> None:
         """Stage 2: RoutedBatch records -> panes and late events, per routed partition."""
-        async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
+        async for batch in stream.noack_take(ROUTED_TAKE_MAX, within=ROUTED_TAKE_WITHIN_S):  # type: ignore[attr-defined]
             by_partition: dict[int, list[bytes]] = {}
             for e in batch:
                 by_partition.setdefault(e.message.partition, []).append(e.message.value)

@@ -11,6 +11,7 @@ import pytest
 import typer
 import yaml
 
+from infra.stack import SERVICES
 from sandbox.cli import app
 from sandbox.settings import ENV_PREFIX, Settings
 
@@ -37,6 +38,13 @@ def test_every_service_runs_a_real_sandbox_command(compose: dict) -> None:
         assert command[0] in group.commands, f"{name}: `sandbox {command[0]}` does not exist"  # type: ignore[attr-defined]
         sub = group.commands[command[0]]  # type: ignore[attr-defined]
         sub.make_context(command[0], list(command[1:]))  # raises on an unknown option
+
+
+def test_the_services_of_sandbox_up_are_compose_services(compose: dict) -> None:
+    services = sandbox_services(compose)
+    for service in SERVICES:
+        assert service.name in services, f"`sandbox up` starts {service.name}; compose does not"
+        assert services[service.name]["command"] == service.command
 
 
 def test_every_variable_is_a_setting(compose: dict) -> None:
