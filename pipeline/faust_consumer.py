@@ -249,11 +249,7 @@ class FastConsumer(Consumer):
                 for start in range(0, len(recs), size):
                     if not self._may_yield(generation_id):
                         return
-                    if (
-                        active_partitions is None
-                        or tp in active_partitions
-                        or tp in self._buffered_partitions
-                    ):
+                    if self._deliverable(tp, active_partitions):
                         self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                         yield tp, [to_message(tp, r) for r in recs[start : start + size]]
 
@@ -261,11 +257,7 @@ class FastConsumer(Consumer):
             for tp, record in self.scheduler.iterate(records):
                 if not self._may_yield(generation_id):
                     return
-                if (
-                    active_partitions is None
-                    or tp in active_partitions
-                    or tp in self._buffered_partitions
-                ):
+                if self._deliverable(tp, active_partitions):
                     highwater_mark = self.highwater(tp)
                     self.app.monitor.track_tp_end_offset(tp, highwater_mark)
                     yield tp, to_message(tp, record)
@@ -275,6 +267,12 @@ class FastConsumer(Consumer):
                 await self.perform_seek()
             except Exception as ex:
                 self.log.warning(f"exception performing seek when flow not active {ex}")
+
+    def _deliverable(self, tp: TP, active_partitions: set[TP] | None) -> bool:
+        # getmany's test before it yields a record of ``tp``.
+        return (
+            active_partitions is None or tp in active_partitions or tp in self._buffered_partitions
+        )
 
     def _may_yield(self, generation_id: int) -> bool:
         # getmany's "break" conditions: a rebalance stopped the flow or began a generation.

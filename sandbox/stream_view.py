@@ -1,10 +1,12 @@
 """`sandbox watch`: the stream job seen live, from its status and metrics topics.
 
 The job publishes a JSON status every second (pipeline/stream_job.py, timer "job-status");
-this view shows its watermark per partition next to the wall clock (how far event time
-lags), whether a partition is idle, the open windows, the latest panes and the late and
-dead-letter counters. It only reads topics: it works against a job started by `sandbox up`
-or by `sandbox worker` in another terminal.
+this view merges the workers' records and shows the watermark of every events partition
+next to the wall clock (how far event time lags), whether it is idle, which worker owns it;
+the watermark of every routed partition and the source partitions holding it back; the
+open windows, the latest panes and the late and dead-letter counters. It only reads
+topics: it works against a job started by `sandbox up` or by `sandbox worker` in another
+terminal.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def render(
         "newest event",
         "last offset",
         "idle",
-        "assigned",
+        "worker",
     ):
         table.add_column(col)
     for p in status.get("partitions", []):
@@ -76,11 +78,11 @@ def render(
             _iso(p["max_event_time_ms"]),
             str(p["last_offset"]),
             "yes" if p["idle"] else "no",
-            "yes" if p["assigned"] else "no",
+            str(p.get("worker", "-")),
         )
     parts.append(table)
     routed = Table(title="routed partitions (each aggregates its own titles x countries)")
-    for col in ("partition", "watermark", "behind wall clock", "sources holding it", "state"):
+    for col in ("partition", "watermark", "behind wall clock", "held by", "state", "worker"):
         routed.add_column(col)
     for q in status.get("windows", []):
         wm_q = q["watermark_ms"]
@@ -93,8 +95,9 @@ def render(
             str(q["partition"]),
             _iso(wm_q),
             _behind(now_ms, wm_q),
-            ", ".join(holding) or "-",
+            ", ".join(f"events {p}" for p in holding) or "-",
             str(q["state_size"]),
+            str(q.get("worker", "-")),
         )
     parts.append(routed)
     windows = status.get("open_windows", [])
