@@ -28,6 +28,7 @@ from pipeline.results import (
     wait_caught_up,
 )
 from pipeline.windows import DROP_REASON
+from producers.publisher import Publisher
 from producers.replay import replay_file
 from producers.run import ProduceRequest, run_produce
 from sandbox.settings import Settings
@@ -256,6 +257,61 @@ def test_a_silent_partition_holds_the_watermark_until_it_is_idle(
     assert by_partition[0]["watermark_ms"] == T0 + 120 * S
 
 
+PANE_FIELDS = ("events", "plays", "viewers", "watch_ms", "rebuffer_ms", "completions")
+
+
+def final_values(panes: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The latest revision of every (window, title, country): what an upserting sink keeps."""
+    return [
+        (p["window_start"], p["title_id"], p["country"], *(p[f] for f in PANE_FIELDS))
+        for p in latest_panes(panes)
+    ]
+
+
+def another_job(s: Settings) -> Settings:
+    """The same broker, a new job (group, routed topic, state) and topics of its own."""
+    suffix = uuid.uuid4().hex[:8]
+    other = s.model_copy(
+        update={
+            "events_topic": f"events-{suffix}",
+            "stream_job_id": f"stream-job-{suffix}",
+            "viewing_metrics_topic": f"viewing-metrics-{suffix}",
+            "late_events_topic": f"late-events-{suffix}",
+            "dead_letter_topic": f"dead-letters-{suffix}",
+            "job_status_topic": f"job-status-{suffix}",
+        }
+    )
+    ensure_topics(other.bootstrap_servers, topic_plan(other))
+    return other
+
+
+def one_worker_panes(
+    s: Settings, request: ProduceRequest, start_worker: StartWorker
+) -> list[dict[str, Any]]:
+    """The reference: ``request``'s events through a single worker."""
+    run_produce(s, request)
+    one = start_worker(s)
+    wait_for_job(s, one, timeout_s=120)
+    panes = read_panes(s)
+    one.stop()
+    assert len(panes) > 50
+    return panes
+
+
+def start_second_worker(s: Settings, start_worker: StartWorker) -> Worker:
+    """Start a worker once the first has started (it then has the web port), and wait
+    until the two share the partitions."""
+    poll(lambda: read_status(s), lambda st: bool(st and st["started"]), 60, "the first worker")
+    second = start_worker(s)  # joins the group (and takes a free web port)
+    poll(
+        lambda: read_status(s),
+        lambda st: bool(st and len(st["workers"]) == 2 and len(st["windows"]) == 3),
+        60,
+        "both workers sharing the partitions",
+    )
+    return second
+
+
 def test_two_workers_split_the_partitions_and_give_the_panes_of_one(
     kafka_broker: KafkaConfig, tmp_path: Path, start_worker: StartWorker
 ) -> None:
@@ -266,47 +322,17 @@ def test_two_workers_split_the_partitions_and_give_the_panes_of_one(
     request = ProduceRequest(
         events=4_000, backfill_start_ms=T0, clients=40, seed=11, countries=("US", "GB", "BR")
     )
-    run_produce(s, request)
-    one = start_worker(s)
-    wait_for_job(s, one, timeout_s=120)
-    single = read_panes(s)
-    one.stop()
+    single = one_worker_panes(s, request, start_worker)
 
-    suffix = uuid.uuid4().hex[:8]
-    s2 = s.model_copy(
-        update={
-            "events_topic": f"events-{suffix}",
-            "stream_job_id": f"stream-job-{suffix}",
-            "viewing_metrics_topic": f"viewing-metrics-{suffix}",
-            "late_events_topic": f"late-events-{suffix}",
-            "dead_letter_topic": f"dead-letters-{suffix}",
-            "job_status_topic": f"job-status-{suffix}",
-        }
-    )
-    ensure_topics(s2.bootstrap_servers, topic_plan(s2))
+    s2 = another_job(s)
     first = start_worker(s2)
-    poll(lambda: read_status(s2), lambda st: bool(st and st["started"]), 60, "the first worker")
-    second = start_worker(s2)  # joins the group (and takes a free web port)
-    poll(
-        lambda: read_status(s2),
-        lambda st: bool(st and len(st["workers"]) == 2 and len(st["windows"]) == 3),
-        60,
-        "both workers sharing the partitions",
-    )
+    second = start_second_worker(s2, start_worker)
     run_produce(s2, request)  # the same events, now read by two workers
     wait_for_job(s2, first, timeout_s=120)
     second.assert_alive()
     pair = read_panes(s2)
 
-    def values(panes: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        fields = ("events", "plays", "viewers", "watch_ms", "rebuffer_ms", "completions")
-        return [
-            (p["window_start"], p["title_id"], p["country"], *(p[f] for f in fields))
-            for p in latest_panes(panes)
-        ]
-
-    assert len(single) > 50
-    assert values(pair) == values(single)
+    assert final_values(pair) == final_values(single)
     by_revision: dict[tuple[Any, ...], dict[str, Any]] = {}
     for p in pair:  # a pane sent again (after a rebalance) must be the same pane
         key = (p["window_start"], p["title_id"], p["country"], p["revision"])
@@ -323,3 +349,55 @@ def test_two_workers_split_the_partitions_and_give_the_panes_of_one(
     assert status is not None and len(status["workers"]) == 2
     owners = {row["worker"] for row in status["partitions"] + status["windows"]}
     assert len(owners) == 2, status["partitions"]
+
+
+def test_partitions_move_to_a_new_worker_and_away_from_a_killed_one_without_loss(
+    kafka_broker: KafkaConfig, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    """One worker reads the first third; a second joins (a rebalance hands partitions and
+    their state over) and both read the second third; the first is SIGKILLed and the
+    survivor takes its partitions from the changelog and reads the rest. The final panes
+    are those of one uninterrupted worker: nothing lost, nothing counted twice."""
+    s = make_stream_settings(kafka_broker, tmp_path, events_partitions=3, idle_timeout_ms=600_000)
+    request = ProduceRequest(
+        events=6_000, backfill_start_ms=T0, clients=40, seed=12, countries=("US", "GB", "BR")
+    )
+    single = one_worker_panes(s, request, start_worker)
+    consumer = make_consumer(s.bootstrap_servers, f"copy-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe([s.events_topic])
+    events = [
+        (m.partition(), m.key(), m.value())
+        for m in read_messages(consumer, timeout_s=30, stop_at_end=True)
+    ]
+    consumer.close()
+    assert len(events) == 6_000
+
+    s2 = another_job(s)
+
+    def copy(part: list[tuple[int, bytes | None, bytes | None]]) -> None:
+        # Same partitions, same order per partition as the reference run read them.
+        with Publisher(s2.bootstrap_servers) as pub:
+            for partition, key, value in part:
+                pub.send(s2.events_topic, value, key, partition=partition)
+            assert pub.flush() == 0
+
+    first = start_worker(s2)
+    copy(events[:2_000])
+    wait_for_job(s2, first, timeout_s=120)
+    second = start_second_worker(s2, start_worker)
+    copy(events[2_000:4_000])
+    wait_for_job(s2, second, timeout_s=120)
+    first.kill()
+    copy(events[4_000:])
+    wait_for_job(s2, second, timeout_s=120)  # after the session timeout moved partitions
+
+    assert final_values(read_panes(s2)) == final_values(single)
+    status = poll(
+        lambda: read_status(s2),
+        lambda st: bool(st and st["counters"].get("records_in") == 6_000),
+        30,
+        "a status that counts every event once",
+    )
+    assert status is not None and len(status["workers"]) == 1
+    assert status["counters"].get("dead_letters", 0) == 0
+    assert status["counters"].get("late_events", 0) == 0
