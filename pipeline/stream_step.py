@@ -73,6 +73,11 @@ __all__ = [
 
 SNAPSHOT_VERSION = 2
 
+ROUTED_BATCH_MAX_EVENTS = 2_000
+ROUTED_BATCH_MAX_BYTES = 256 * 1024
+"""A RoutedBatch is sent once it holds this many events or this many bytes of original
+values: the record, with its columns, stays well below Kafka's 1 MiB default."""
+
 RawRecord = tuple[bytes | None, bytes | None, int]
 """(key, value, offset) of one record of one partition of the events topic."""
 
@@ -193,9 +198,13 @@ class Router:
         max_future_ms: int,
         idle_timeout_ms: int,
         out_of_orderness_ms: int,
+        batch_max_events: int = ROUTED_BATCH_MAX_EVENTS,
+        batch_max_bytes: int = ROUTED_BATCH_MAX_BYTES,
     ) -> None:
         if targets < 1:
             raise ValueError(f"targets must be >= 1, not {targets}")
+        self.batch_max_events = batch_max_events
+        self.batch_max_bytes = batch_max_bytes
         self.topics = topics
         self.titles = titles
         self.targets = targets
@@ -239,12 +248,19 @@ class Router:
 
     def process(self, partition: int, records: Iterable[RawRecord], now_ms: int) -> list[Output]:
         """Route one partition's records (in offset order) at processing time ``now_ms``:
-        dead letters, then one RoutedBatch per target partition."""
+        dead letters as they come, a RoutedBatch for a target whenever one is full, and at
+        the end one RoutedBatch per target partition, every target, even empty."""
         state = self.sources.get(partition)
         if state is None:  # a record can beat the assignment callback
             state = self.sources[partition] = SourceState(last_record_ms=now_ms)
         out: list[Output] = []
         columns = [_Columns() for _ in range(self.targets)]
+        sizes = [0] * self.targets  # bytes of original values per open batch
+        batch_max_events = self.batch_max_events
+        batch_max_bytes = self.batch_max_bytes
+        encode = self._routed.encode
+        routed_topic = self.topics.routed
+        key_out = str(partition).encode()
         decode = self._events.decode
         titles = self.titles
         runtime_ms = titles.runtime_ms
@@ -314,6 +330,18 @@ class Router:
             c.runtime_ms.append(runtime_ms(title_id))
             c.keys.append(key)
             c.values.append(value)  # type: ignore[arg-type]
+            sizes[target] += len(value)  # type: ignore[arg-type]
+            if len(c.offsets) >= batch_max_events or sizes[target] >= batch_max_bytes:
+                # A full batch goes now (a Kafka record is at most 1 MiB), with p's newest
+                # event time up to this offset: no later event of p can be ahead of it.
+                counters["routed"] += len(c.offsets)
+                out.append(
+                    Output(
+                        routed_topic, key_out, encode(c.record(partition, max_time)), None, target
+                    )
+                )
+                columns[target] = _Columns()
+                sizes[target] = 0
         state.last_offset = last
         state.max_event_time_ms = max_time
         if n_in:
@@ -323,17 +351,10 @@ class Router:
             counters["replayed_skipped"] += n_skipped
         if not n_in:
             return out  # nothing new: no batch, and no marker (the partition may go idle)
-        encode = self._routed.encode
-        key_out = str(partition).encode()
         for target, c in enumerate(columns):
             counters["routed"] += len(c.offsets)
             out.append(
-                Output(
-                    self.topics.routed,
-                    key_out,
-                    encode(c.record(partition, max_time)),
-                    partition=target,
-                )
+                Output(routed_topic, key_out, encode(c.record(partition, max_time)), None, target)
             )
         return out
 

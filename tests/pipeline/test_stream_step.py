@@ -43,7 +43,7 @@ CONFIG = engine_config(60_000, 10_000, 120_000, 60_000)
 class Topology:
     """Router + one WindowJob per target partition; routed batches delivered at once."""
 
-    def __init__(self, targets: int = 1, sources: int = 1) -> None:
+    def __init__(self, targets: int = 1, sources: int = 1, **router: int) -> None:
         self.targets = targets
         self.sources = sources
         self.router = Router(
@@ -53,7 +53,9 @@ class Topology:
             max_future_ms=3_600_000,
             idle_timeout_ms=60_000,
             out_of_orderness_ms=10_000,
+            **router,
         )
+        self.routed: list[dict[str, Any]] = []  # every RoutedBatch, decoded
         self.windows = [
             WindowJob(partition=q, topics=TOPICS, config=CONFIG, sources=sources, now_ms=NOW_MS)
             for q in range(targets)
@@ -67,6 +69,7 @@ class Topology:
         for o in self.router.process(partition, records, now_ms):
             if o.topic == "routed":
                 assert o.partition is not None and o.key == str(partition).encode()
+                self.routed.append(codec("routed_batch", "ms").decode(o.value or b""))
                 out.extend(self.windows[o.partition].process([o.value or b""], now_ms))
             else:
                 out.append(o)
@@ -270,6 +273,24 @@ def test_any_number_of_targets_gives_the_panes_of_one(targets: int) -> None:
     many_panes, many_late = run(targets)
     assert many_panes == one_panes and many_late == one_late
     assert one_late and len(latest_panes(one_panes)) >= 6  # the scenario has both
+
+
+@pytest.mark.parametrize("limit", [{"batch_max_events": 2}, {"batch_max_bytes": 1}])
+def test_a_full_routed_batch_goes_early_with_the_progress_up_to_its_last_event(
+    limit: dict[str, int],
+) -> None:
+    """A fetch can hold more than a Kafka record may: routed batches are split, each with
+    the source's newest event time up to its own last event, so the split changes nothing."""
+    stream = records(event(5), event(80), event(30, "p2"), event(200), event(100, "p3"))
+    whole = Topology().process(0, stream)
+    split = Topology(**limit)
+    assert split.process(0, stream) == whole
+    batches = [(b["offsets"], b["source_max_event_time"]) for b in split.routed]
+    per_batch = 2 if "batch_max_events" in limit else 1
+    assert [len(offsets) for offsets, _ in batches[:-1]] == [per_batch] * (5 // per_batch)
+    for offsets, max_time in batches[:-1]:
+        assert max_time == max(T0 + t * S for t in (5, 80, 30, 200, 100)[: offsets[-1] + 1])
+    assert batches[-1] == ([4] if per_batch == 2 else [], T0 + 200 * S)
 
 
 def test_status_shows_sources_windows_and_counters() -> None:
