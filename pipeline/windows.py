@@ -368,6 +368,9 @@ class EventTimeEngine(Generic[V, R]):
         self._partitions: dict[int, _PartitionState] = {}
         self._windows: dict[Window, dict[Key, _Entry[V, R]]] = {}
         self._counters: dict[str, int] = {f.name: 0 for f in dataclasses.fields(EngineCounters)}
+        # Processing time of the last watermark evaluation (not state: after a restore the
+        # first event evaluates again).
+        self._finished_at_ms: int | None = None
 
     # -- inspection
 
@@ -500,6 +503,14 @@ class EventTimeEngine(Generic[V, R]):
         part.last_activity_ms = now_ms
         if part.max_event_time_ms is None or event_time_ms > part.max_event_time_ms:
             part.max_event_time_ms = event_time_ms
+        elif now_ms == self._finished_at_ms:
+            # Nothing can raise the watermark: no partition moved forward, and no time
+            # passed for one to go idle since the last evaluation (this event may wake its
+            # partition up, which can only lower the minimum, and the watermark never
+            # moves back). Saves the evaluation for most out-of-order events of a batch.
+            if len(panes) > 1:
+                panes.sort(key=_pane_order)
+            return StepResult(panes, late_events, self._watermark_ms)
         return self._finish(panes, late_events, now_ms)
 
     def advance(
@@ -556,18 +567,35 @@ class EventTimeEngine(Generic[V, R]):
         return now_ms - state.last_activity_ms >= self._config.idle_timeout_ms
 
     def _computed_watermark_ms(self, now_ms: int) -> int:
-        assigned = [state for state in self._partitions.values() if state.assigned]
-        if not assigned:
-            return WATERMARK_MIN
-        active = [state for state in assigned if not self._is_idle(state, now_ms)]
-        if active:
-            return min(self._partition_watermark_ms(state) for state in active)
+        # The minimum over the assigned partitions that are not idle; one pass, since it runs
+        # for every event that moves its partition forward.
+        out_of_orderness_ms = self._config.out_of_orderness_ms
+        idle_timeout_ms = self._config.idle_timeout_ms
+        lowest_active: int | None = None
+        furthest: int | None = None
+        for state in self._partitions.values():
+            if not state.assigned:
+                continue
+            newest_ms = state.max_event_time_ms
+            mark_ms = (
+                WATERMARK_MIN
+                if newest_ms is None
+                else max(WATERMARK_MIN, newest_ms - out_of_orderness_ms)
+            )
+            if now_ms - state.last_activity_ms < idle_timeout_ms:
+                if lowest_active is None or mark_ms < lowest_active:
+                    lowest_active = mark_ms
+            elif furthest is None or mark_ms > furthest:
+                furthest = mark_ms
+        if lowest_active is not None:
+            return lowest_active
         # Everything is idle: let the furthest partition lead so time still advances.
-        return max(self._partition_watermark_ms(state) for state in assigned)
+        return furthest if furthest is not None else WATERMARK_MIN
 
     def _finish(
         self, panes: list[Pane[R]], late_events: list[LateEvent[V]], now_ms: int
     ) -> StepResult[V, R]:
+        self._finished_at_ms = now_ms
         computed_ms = self._computed_watermark_ms(now_ms)
         if computed_ms > self._watermark_ms:
             previous_ms = self._watermark_ms
