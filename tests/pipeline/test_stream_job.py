@@ -312,6 +312,18 @@ def start_second_worker(s: Settings, start_worker: StartWorker) -> Worker:
     return second
 
 
+def status_counting(s: Settings, events: int) -> dict[str, Any]:
+    """The job's merged status once it has read exactly ``events`` events (each once)."""
+    status = poll(
+        lambda: read_status(s),
+        lambda st: bool(st and st["counters"].get("records_in") == events),
+        30,
+        f"a status that counts {events} events",
+    )
+    assert status is not None
+    return status
+
+
 def test_two_workers_split_the_partitions_and_give_the_panes_of_one(
     kafka_broker: KafkaConfig, tmp_path: Path, start_worker: StartWorker
 ) -> None:
@@ -340,13 +352,8 @@ def test_two_workers_split_the_partitions_and_give_the_panes_of_one(
         assert {k: v for k, v in held.items() if k != "emitted_at"} == {
             k: v for k, v in p.items() if k != "emitted_at"
         }
-    status = poll(
-        lambda: read_status(s2),
-        lambda st: bool(st and st["counters"].get("records_in") == 4_000),
-        30,
-        "a status that counts every event",
-    )
-    assert status is not None and len(status["workers"]) == 2
+    status = status_counting(s2, 4_000)
+    assert len(status["workers"]) == 2
     owners = {row["worker"] for row in status["partitions"] + status["windows"]}
     assert len(owners) == 2, status["partitions"]
 
@@ -392,12 +399,7 @@ def test_partitions_move_to_a_new_worker_and_away_from_a_killed_one_without_loss
     wait_for_job(s2, second, timeout_s=120)  # after the session timeout moved partitions
 
     assert final_values(read_panes(s2)) == final_values(single)
-    status = poll(
-        lambda: read_status(s2),
-        lambda st: bool(st and st["counters"].get("records_in") == 6_000),
-        30,
-        "a status that counts every event once",
-    )
-    assert status is not None and len(status["workers"]) == 1
+    status = status_counting(s2, 6_000)
+    assert len(status["workers"]) == 1
     assert status["counters"].get("dead_letters", 0) == 0
     assert status["counters"].get("late_events", 0) == 0
