@@ -45,8 +45,9 @@ ROUTED = TopicRole(
     key="the source partition number (UTF-8); the target partition is chosen from "
     "(title_id, country) by pipeline.stream_step.route_partition. Internal to the stream "
     "job: topic <job id>-routed",
-    # It repeats the events once more; the job reads it within seconds.
-    config={"retention.ms": str(24 * 3_600_000)},
+    # Retention as the events topic (the broker's default, 7 days), not shorter: stage 1
+    # commits its input once routed, so a routed record deleted before stage 2 read it
+    # (a job stopped for longer) would be lost.
 )
 LATE_EVENTS = TopicRole("late_events", "late_event", key="the original event's key (session_id)")
 JOB_STATUS = TopicRole(
