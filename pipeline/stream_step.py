@@ -276,37 +276,19 @@ class Router:
                 continue
             last = offset
             n_in += 1
+            # (stage, kind, detail) of a record that cannot be counted
+            failure: tuple[str, str, str] | None = None
             try:
                 event = decode(value)  # type: ignore[arg-type]
             except DecodeError as exc:
+                failure = ("decode", exc.kind, str(exc))
+            else:
+                rejection = validate(event, titles, now_ms=now_ms, max_future_ms=self.max_future_ms)
+                if rejection is not None:
+                    failure = ("validate", rejection.reason.value, rejection.detail)
+            if failure is not None:
                 out.append(
-                    self._dead_letter(
-                        counters,
-                        key,
-                        value,
-                        partition,
-                        offset,
-                        "decode",
-                        exc.kind,
-                        str(exc),
-                        now_ms,
-                    )
-                )
-                continue
-            rejection = validate(event, titles, now_ms=now_ms, max_future_ms=self.max_future_ms)
-            if rejection is not None:
-                out.append(
-                    self._dead_letter(
-                        counters,
-                        key,
-                        value,
-                        partition,
-                        offset,
-                        "validate",
-                        rejection.reason.value,
-                        rejection.detail,
-                        now_ms,
-                    )
+                    self._dead_letter(counters, key, value, partition, offset, *failure, now_ms)
                 )
                 continue
             title_id = event["title_id"]
