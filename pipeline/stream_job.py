@@ -388,8 +388,12 @@ def build_app(settings: Settings, titles: TitleIndex) -> faust.App:
                     await checkpoint()
 
     def recovered() -> bool:
-        tables: Any = app.tables  # TableManagerT does not declare .recovery
-        return bool(tables.recovery.completed.is_set())
+        # The table holds the changelog of every partition assigned now. False from the
+        # start of each rebalance until its recovery has read the changelogs:
+        # ``recovery.completed`` is set once, at the first recovery, and never cleared, so
+        # a tick between a later assignment and its recovery would restore a partition
+        # taken over from another worker as empty, or from a stale standby copy.
+        return bool(app.tables.actives_ready)
 
     @app.timer(TICK_INTERVAL_S, name="idle-tick")
     async def idle_tick() -> None:
