@@ -253,11 +253,11 @@ class LocalKafka:
             marker=f"-Dsandbox.home={self.cfg.home.resolve()}",
         )
         ok = processes.wait_until(
-            lambda: not processes.pid_alive(rec.pid, rec.marker) or is_ready(self.cfg.bootstrap),
+            lambda: not processes.alive(rec) or is_ready(self.cfg.bootstrap),
             timeout_s,
             interval_s=0.25,
         )
-        if not processes.pid_alive(rec.pid, rec.marker):
+        if not processes.alive(rec):
             processes.stop(self.cfg.run_dir, PROCESS_NAME)
             raise KafkaError(f"the broker exited during start-up:\n{self._log_tail()}")
         if not ok:

@@ -75,12 +75,25 @@ def pid_alive(pid: int, marker: str = "") -> bool:
     return marker in cmdline
 
 
+def alive(rec: ProcessRecord) -> bool:
+    """True while the recorded process runs.
+
+    Our own child is judged by ``poll()``: for a moment after ``Popen`` returns, the child's
+    ``/proc/<pid>/cmdline`` is still empty (the kernel sets the new program's arguments
+    after it lets the parent go on), so the marker test would call a starting process
+    gone; on a busy machine that moment lasted long enough to fail a broker start."""
+    child = _CHILDREN.get(rec.pid)
+    if child is not None:
+        return child.poll() is None
+    return pid_alive(rec.pid, rec.marker)
+
+
 def running(run_dir: Path, name: str) -> ProcessRecord | None:
     """The record of ``name`` if its process is alive; a stale record is removed."""
     rec = read_record(run_dir, name)
     if rec is None:
         return None
-    if pid_alive(rec.pid, rec.marker):
+    if alive(rec):
         return rec
     _record_path(run_dir, name).unlink(missing_ok=True)
     return None
