@@ -7,10 +7,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JARS   := .sandbox/kafka-libs/.complete
+REST   := .sandbox/iceberg-rest-libs/.complete
 
-.PHONY: setup demo test test-unit lint bench down clean
+.PHONY: setup demo test test-unit lint bench down clean images
 
-setup: $(STAMP) $(JARS)
+setup: $(STAMP) $(JARS) $(REST)
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
@@ -20,6 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 $(JARS): infra/kafka/pom.xml $(STAMP)
 	$(BIN)/python -c 'from pathlib import Path; from infra.kafka import ensure_jars; ensure_jars(Path(".sandbox/kafka-libs"))'
+
+# The local route's Iceberg REST catalog (`sandbox up --catalog rest`; the tests run both catalogs).
+$(REST): infra/iceberg-rest/pom.xml infra/iceberg-rest/src/org/apache/iceberg/rest/LoopbackRESTCatalogServer.java $(STAMP)
+	$(BIN)/python -c 'from pathlib import Path; from infra.catalog_server import ensure_jars; ensure_jars(Path(".sandbox/iceberg-rest-libs"))'
 
 demo: setup
 	$(BIN)/sandbox demo
@@ -43,3 +48,11 @@ down:
 
 clean: down
 	rm -rf .sandbox $(VENV)
+
+# make images - the Docker images docker-compose.yml uses, pulled or, where no registry answers,
+# built as look-alikes under the same tags (infra/images/README.md); starts a Docker engine
+# first when none answers (infra/engine/ensure-engine.sh). SANDBOX_EXTRA_CA_DIR=<folder of
+# *.crt> makes the look-alikes trust those CA certificates (an intercepting TLS proxy).
+images:
+	bash infra/engine/ensure-engine.sh
+	bash infra/images/build-images.sh

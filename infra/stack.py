@@ -6,6 +6,7 @@ consume them) and stopped in reverse. Each is a process remembered by pid (infra
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -16,6 +17,10 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra import processes
+from infra.catalog_server import CatalogServerConfig, LocalRestCatalog
+from infra.catalog_server import answers as catalog_answers
+from infra.chaos import LocalChaos
+from infra.compose import ComposeProject
 from infra.kafka import KafkaConfig, KafkaError, LocalKafka, ensure_topics, is_ready
 from sandbox.settings import Settings
 from schemas import topics as roles
@@ -54,9 +59,58 @@ def local_kafka(settings: Settings) -> LocalKafka:
     return LocalKafka(KafkaConfig.from_settings(settings))
 
 
+def runs_local_catalog(settings: Settings) -> bool:
+    """A REST catalog without a URI is the one `sandbox up` runs here (from Maven jars)."""
+    return settings.catalog_type == "rest" and not settings.catalog_uri
+
+
+def local_catalog(settings: Settings) -> LocalRestCatalog:
+    return LocalRestCatalog(
+        CatalogServerConfig(
+            state_dir=settings.state_dir,
+            libs_dir=settings.catalog_libs_dir,
+            port=settings.catalog_port,
+            heap_mb=settings.catalog_heap_mb,
+            warehouse=settings.warehouse,
+            s3_endpoint=settings.s3_endpoint,
+            s3_access_key=settings.s3_access_key,
+            s3_secret_key=settings.s3_secret_key,
+            s3_region=settings.s3_region,
+        )
+    )
+
+
+def start_catalog(settings: Settings) -> str:
+    catalog = local_catalog(settings)
+    already = catalog.record()
+    rec = catalog.start()
+    verb = "already running" if already else "started"
+    return f"catalog: {verb} (pid {rec.pid}), Iceberg REST on {catalog.cfg.uri}"
+
+
+def start_kafka(settings: Settings) -> str:
+    kafka = local_kafka(settings)
+    already = kafka.record()
+    rec = kafka.start(timeout_s=settings.kafka_start_timeout_s)
+    verb = "already running" if already else "started"
+    return f"kafka: {verb} (pid {rec.pid}) on {settings.bootstrap_servers}"
+
+
+def local_chaos(settings: Settings) -> LocalChaos:
+    """`sandbox chaos` for this state directory's processes, restarted as `up` starts them."""
+    restarters: dict[str, Callable[[], str]] = {
+        "kafka": functools.partial(start_kafka, settings),
+        "catalog": functools.partial(start_catalog, settings),
+        **{s.name: functools.partial(start_service, settings, s) for s in SERVICES},
+    }
+    return LocalChaos(processes.run_dir_of(settings.state_dir), restarters)
+
+
 def up(settings: Settings, *, services: bool = True) -> list[str]:
     """Start what is not running; returns a line per step for the user. Idempotent."""
     said = []
+    if runs_local_catalog(settings):
+        said.append(start_catalog(settings))
     if settings.kafka_bootstrap:
         if not is_ready(settings.bootstrap_servers, timeout_s=10):
             raise KafkaError(
@@ -65,11 +119,7 @@ def up(settings: Settings, *, services: bool = True) -> list[str]:
             )
         said.append(f"kafka: using the broker at {settings.bootstrap_servers}")
     else:
-        kafka = local_kafka(settings)
-        already = kafka.record()
-        rec = kafka.start(timeout_s=settings.kafka_start_timeout_s)
-        verb = "already running" if already else "started"
-        said.append(f"kafka: {verb} (pid {rec.pid}) on {settings.bootstrap_servers}")
+        said.append(start_kafka(settings))
     created = ensure_topics(settings.bootstrap_servers, topic_plan(settings))
     if created:
         said.append(f"topics: created {', '.join(sorted(created))}")
@@ -127,7 +177,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def down(settings: Settings) -> list[str]:
     """Stop every process `up` started, services before Kafka."""
     said = []
-    for name in [*(s.name for s in reversed(SERVICES)), "kafka"]:
+    for name in [*(s.name for s in reversed(SERVICES)), "kafka", "catalog"]:
         if processes.stop(processes.run_dir_of(settings.state_dir), name):
             said.append(f"{name}: stopped")
     if not said:
@@ -144,8 +194,40 @@ class ComponentStatus:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+COMPOSE_SERVICES = ("kafka", "storage", "iceberg-rest", "producer", "worker", "sink")
+
+
+def _compose_components(settings: Settings) -> list[ComponentStatus]:
+    """The compose stack's services, one row each, from their containers' states."""
+    services = ComposeProject(settings.compose_project).services()
+    rows = []
+    for name in [*COMPOSE_SERVICES, *sorted(set(services) - set(COMPOSE_SERVICES))]:
+        containers = services.get(name, [])
+        running = [c for c in containers if c["status"] == "running"]
+        rows.append(
+            ComponentStatus(
+                name,
+                running=bool(running),
+                healthy=bool(running) and all(c["health"] in (None, "healthy") for c in running),
+                detail={"containers": containers},
+            )
+        )
+    return rows
+
+
 def status(settings: Settings) -> dict[str, Any]:
     """What runs and whether it is healthy; the shape of `sandbox status --json`."""
+    if settings.stack == "compose":
+        reachable = is_ready(settings.bootstrap_servers, timeout_s=2.0)
+        return {
+            "stack": "compose",
+            "compose_project": settings.compose_project,
+            "bootstrap_servers": settings.bootstrap_servers,
+            "catalog_uri": settings.catalog_uri,
+            "topics": topic_names(settings),
+            "topic_details": _topic_details(settings) if reachable else {},
+            "components": [c.__dict__ for c in _compose_components(settings)],
+        }
     components = []
     rec = processes.running(processes.run_dir_of(settings.state_dir), "kafka")
     reachable = is_ready(settings.bootstrap_servers, timeout_s=2.0)
@@ -172,7 +254,20 @@ def status(settings: Settings) -> dict[str, Any]:
                 detail={"log": srec.log_path if srec else None},
             )
         )
+    crec = processes.running(processes.run_dir_of(settings.state_dir), "catalog")
+    if settings.catalog_type == "rest":
+        uri = settings.catalog_uri or local_catalog(settings).cfg.uri
+        components.append(
+            ComponentStatus(
+                "catalog",
+                running=crec is not None or bool(settings.catalog_uri),
+                healthy=catalog_answers(uri),
+                pid=crec.pid if crec else None,
+                detail={"uri": uri, "log": str(local_catalog(settings).log_file) if crec else None},
+            )
+        )
     return {
+        "stack": "local",
         "bootstrap_servers": settings.bootstrap_servers,
         "state_dir": str(settings.state_dir.resolve()),
         "topics": topic_names(settings),

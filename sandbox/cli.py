@@ -21,9 +21,13 @@ from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from infra import stack
+from infra.catalog_server import CatalogServerError
+from infra.chaos import ChaosError
+from infra.compose import ComposeError
 from infra.kafka import KafkaError
 from infra.processes import ProcessError
-from sandbox import commands_lake, commands_stream
+from pipeline.lake.exceptions import LakeError
+from sandbox import commands_chaos, commands_lake, commands_stream
 from sandbox.options import duration_ms, settings_of
 from sandbox.settings import Settings
 
@@ -45,6 +49,10 @@ OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (
     SandboxError,
     KafkaError,
     ProcessError,
+    CatalogServerError,
+    ChaosError,
+    ComposeError,
+    LakeError,
     OSError,
 )
 
@@ -76,17 +84,39 @@ def up(
             "(compose runs them as containers of their own: --no-services)."
         ),
     ] = True,
+    catalog: Annotated[
+        str | None,
+        typer.Option(
+            help="Iceberg catalog: sql (a SQLite file, the default) or rest (an Iceberg REST "
+            "catalog server, started here from Maven jars unless SANDBOX_CATALOG_URI names "
+            "one). Default: SANDBOX_CATALOG_TYPE."
+        ),
+    ] = None,
 ) -> None:
-    """Start the local stack (Kafka in KRaft mode, topics, the title catalog). Idempotent."""
+    """Start the local stack (Kafka in KRaft mode, topics, the title catalog, the Iceberg
+    tables; with --catalog rest a REST catalog server). Idempotent."""
     settings = settings_of(ctx)
-    with console.status("starting the local stack (first run fetches the Kafka jars)..."):
-        lines = stack.up(settings, services=services)
-        from producers.run import publish_catalog
+    if catalog is not None:
+        if catalog not in ("sql", "rest"):
+            raise typer.BadParameter("sql or rest", param_hint="--catalog")
+        settings = settings.model_copy(update={"catalog_type": catalog})
+    from pipeline.lake.setup import prepare_lake
+    from producers.run import publish_catalog
 
+    with console.status("starting the local stack (first run fetches the jars)..."):
+        lines = stack.up(settings, services=False)
         n = publish_catalog(settings)
+        lines.append(f"titles: {n} titles published to {settings.titles_topic}")
+        lines += prepare_lake(settings)
+        if services:  # once the tables exist
+            lines += [stack.start_service(settings, service) for service in stack.SERVICES]
     for line in lines:
         console.print(line)
-    console.print(f"titles: {n} titles published to {settings.titles_topic}")
+    if catalog == "rest" and settings.catalog_type != Settings().catalog_type:
+        console.print(
+            "The other commands read the catalog type from the environment: "
+            "export SANDBOX_CATALOG_TYPE=rest"
+        )
 
 
 @app.command()
@@ -110,11 +140,19 @@ def status(
     if as_json:
         print(json.dumps(report, indent=2, default=str))
         raise typer.Exit(0 if healthy else 1)
-    table = Table(title=f"sandbox @ {report['bootstrap_servers']}")
-    for col in ("component", "running", "healthy", "pid"):
+    compose = report["stack"] == "compose"
+    where = f"compose project {report['compose_project']}, " if compose else ""
+    table = Table(title=f"sandbox @ {where}{report['bootstrap_servers']}")
+    for col in ("component", "running", "healthy", "containers" if compose else "pid"):
         table.add_column(col)
     for c in report["components"]:
-        table.add_row(c["name"], _yes(c["running"]), _yes(c["healthy"]), str(c["pid"] or "-"))
+        if compose:
+            last = ", ".join(
+                f"{x['name']} {x['health'] or x['status']}" for x in c["detail"]["containers"]
+            )
+        else:
+            last = str(c["pid"] or "-")
+        table.add_row(c["name"], _yes(c["running"]), _yes(c["healthy"]), last or "-")
     console.print(table)
     for role, info in report["topic_details"].items():
         where = f"{info['partitions']} partitions" if info["exists"] else "missing"
@@ -234,6 +272,7 @@ def demo(
 
 commands_stream.register(app)
 commands_lake.register(app)
+commands_chaos.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

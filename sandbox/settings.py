@@ -10,15 +10,38 @@ The same names are used by the local route (processes started by ``sandbox up``)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SANDBOX_"
 
+#: What ``SANDBOX_STACK=compose`` means on the host: the ports docker-compose.yml publishes
+#: on 127.0.0.1 and the credentials of .env.example. A value set explicitly wins.
+COMPOSE_HOST_DEFAULTS: dict[str, str] = {
+    "catalog_type": "rest",
+    "catalog_uri": "http://127.0.0.1:8181",
+    "warehouse": "s3://warehouse/",
+    "s3_endpoint": "http://127.0.0.1:9000",
+    "s3_access_key": "sandbox",
+    "s3_secret_key": "sandbox-secret",
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # --- which stack ---------------------------------------------------------------------
+    stack: Literal["local", "compose"] = Field(
+        "local",
+        description="local: processes `sandbox up` starts here. compose: the "
+        "docker-compose.yml stack, from the host (its 127.0.0.1 ports, a REST catalog on S3; "
+        "`chaos` acts on its containers).",
+    )
+    compose_project: str = Field(
+        "streaming-sandbox", description="Compose project whose containers `chaos` acts on."
+    )
 
     # --- where the local stack keeps its state -------------------------------------------
     state_dir: Path = Field(
@@ -85,18 +108,47 @@ class Settings(BaseSettings):
     )
 
     # --- lakehouse (Iceberg) ------------------------------------------------------------
-    catalog_type: str = Field("sql", description="Iceberg catalog: sql (SQLite file) or rest.")
+    catalog_type: Literal["sql", "rest"] = Field(
+        "sql", description="Iceberg catalog: sql (SQLite file) or rest (an Iceberg REST server)."
+    )
     catalog_uri: str | None = Field(
         None,
-        description="Catalog URI. sql: unset = sqlite:///<state_dir>/catalog.db; "
-        "rest: e.g. http://127.0.0.1:8181.",
+        description="Catalog URI. sql: unset = sqlite:///<state_dir>/catalog.db; rest: unset = "
+        "the local REST catalog `sandbox up` starts on 127.0.0.1:SANDBOX_CATALOG_PORT.",
+    )
+    catalog_port: int = Field(
+        8181, ge=1, le=65535, description="Port of the local REST catalog (`up --catalog rest`)."
+    )
+    catalog_heap_mb: int = Field(256, ge=64, description="Local REST catalog JVM heap (MiB).")
+    catalog_libs: Path | None = Field(
+        None,
+        description="Where the REST catalog's jars are cached. Unset: "
+        "<state_dir>/iceberg-rest-libs.",
     )
     warehouse: str | None = Field(
-        None, description="Warehouse location. Unset: file://<state_dir>/warehouse."
+        None,
+        description="Warehouse location, file:// or s3://bucket/. Unset: "
+        "file://<state_dir>/warehouse (sql) or file://<state_dir>/rest-warehouse (local rest).",
     )
+    s3_endpoint: str | None = Field(
+        None,
+        description="S3-compatible endpoint of an s3:// warehouse (compose: http://storage:9000; "
+        "from the host: http://127.0.0.1:9000). Path-style addressing.",
+    )
+    s3_access_key: str | None = Field(None, description="S3 access key (compose: from .env).")
+    s3_secret_key: str | None = Field(None, description="S3 secret key (compose: from .env).")
+    s3_region: str = Field("us-east-1", description="S3 region (any value for a local server).")
     catalog_namespace: str = Field("sandbox", description="Iceberg namespace of every table.")
     sink_batch_rows: int = Field(50_000, gt=0, description="Sink commits at most this many rows.")
     sink_batch_ms: int = Field(5_000, gt=0, description="...or after this long (processing time).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compose_host_defaults(cls, data: Any) -> Any:
+        # The compose stack seen from the host: its published ports unless set otherwise.
+        if isinstance(data, dict) and data.get("stack") == "compose":
+            return {**COMPOSE_HOST_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
+        return data
 
     @property
     def bootstrap_servers(self) -> str:
@@ -113,6 +165,10 @@ class Settings(BaseSettings):
     @property
     def kafka_libs_dir(self) -> Path:
         return self.kafka_libs or self.state_dir / "kafka-libs"
+
+    @property
+    def catalog_libs_dir(self) -> Path:
+        return self.catalog_libs or self.state_dir / "iceberg-rest-libs"
 
 
 def describe_settings() -> list[tuple[str, str, str]]:

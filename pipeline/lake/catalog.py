@@ -4,17 +4,20 @@ Default (``SANDBOX_CATALOG_TYPE=sql``): pyiceberg's ``SqlCatalog`` on
 ``<state_dir>/catalog.db`` in WAL mode (the sink appends while `top10` reads, in another
 process), with a local ``file://<state_dir>/warehouse``. ``SANDBOX_CATALOG_URI`` and
 ``SANDBOX_WAREHOUSE`` override both. ``SANDBOX_CATALOG_TYPE=rest`` selects a REST catalog at
-``SANDBOX_CATALOG_URI``; nothing else changes.
+``SANDBOX_CATALOG_URI`` (unset: the local server `sandbox up` starts from Maven jars,
+infra/catalog_server.py); nothing else changes. An ``s3://`` warehouse is reached with
+``SANDBOX_S3_*`` (endpoint, credentials, region), path-style, on any S3-compatible server.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
 from pyiceberg.catalog import Catalog, load_catalog
 
-from pipeline.lake.exceptions import CatalogConfigError
+from pipeline.lake.exceptions import CatalogConfigError, CatalogUnreachableError
 from sandbox.settings import Settings
 
 CATALOG_NAME = "sandbox"
@@ -30,8 +33,42 @@ def sqlite_path(settings: Settings) -> Path:
     return settings.state_dir.resolve() / "catalog.db"
 
 
+def rest_uri(settings: Settings) -> str:
+    """The REST catalog's URI: the one configured, else the local one `sandbox up` starts."""
+    return settings.catalog_uri or f"http://127.0.0.1:{settings.catalog_port}"
+
+
+def storage_properties(settings: Settings) -> dict[str, str]:
+    """pyiceberg's FileIO properties of an s3:// warehouse (path-style, any S3 server)."""
+    props: dict[str, str] = {}
+    if settings.s3_endpoint:
+        props["s3.endpoint"] = settings.s3_endpoint
+        props["s3.force-virtual-addressing"] = "false"
+    if settings.s3_access_key and settings.s3_secret_key:
+        props["s3.access-key-id"] = settings.s3_access_key
+        props["s3.secret-access-key"] = settings.s3_secret_key
+    if props:
+        props["s3.region"] = settings.s3_region
+    return props
+
+
 def open_catalog(settings: Settings) -> Catalog:
     """The catalog the settings name, with the namespace ``settings.catalog_namespace``."""
+    try:
+        catalog = _load(settings)
+        catalog.create_namespace_if_not_exists(settings.catalog_namespace)
+    except OSError as exc:  # requests' connection errors are OSErrors too
+        where = (
+            rest_uri(settings) if settings.catalog_type == "rest" else warehouse_location(settings)
+        )
+        raise CatalogUnreachableError(
+            f"the Iceberg catalog at {where} cannot be reached ({_first_line(exc)}); "
+            "is the stack up (`sandbox status`)?"
+        ) from exc
+    return catalog
+
+
+def _load(settings: Settings) -> Catalog:
     if settings.catalog_type == "sql":
         uri = settings.catalog_uri or f"sqlite:///{sqlite_path(settings)}"
         if uri.startswith("sqlite:///"):
@@ -39,22 +76,42 @@ def open_catalog(settings: Settings) -> Catalog:
         warehouse = warehouse_location(settings)
         if warehouse.startswith("file://"):
             Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-        catalog = load_catalog(CATALOG_NAME, type="sql", uri=uri, warehouse=warehouse)
-    elif settings.catalog_type == "rest":
-        if not settings.catalog_uri:
-            raise CatalogConfigError(
-                "SANDBOX_CATALOG_TYPE=rest needs SANDBOX_CATALOG_URI (e.g. http://127.0.0.1:8181)"
-            )
-        props = {"type": "rest", "uri": settings.catalog_uri}
+        return load_catalog(
+            CATALOG_NAME, type="sql", uri=uri, warehouse=warehouse, **storage_properties(settings)
+        )
+    if settings.catalog_type == "rest":
+        _quiet_redundant_metadata_deletes()
+        props = {"type": "rest", "uri": rest_uri(settings), **storage_properties(settings)}
         if settings.warehouse:
             props["warehouse"] = settings.warehouse
-        catalog = load_catalog(CATALOG_NAME, **props)
-    else:
-        raise CatalogConfigError(
-            f"SANDBOX_CATALOG_TYPE={settings.catalog_type!r}: expected 'sql' or 'rest'"
-        )
-    catalog.create_namespace_if_not_exists(settings.catalog_namespace)
-    return catalog
+        return load_catalog(CATALOG_NAME, **props)
+    raise CatalogConfigError(
+        f"SANDBOX_CATALOG_TYPE={settings.catalog_type!r}: expected 'sql' or 'rest'"
+    )
+
+
+class _AlreadyDeletedByTheServer(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to delete metadata file")
+
+
+_QUIET = _AlreadyDeletedByTheServer()
+
+
+def _quiet_redundant_metadata_deletes() -> None:
+    # With a REST catalog the server deletes the metadata files that fall off the table's
+    # metadata log (write.metadata.delete-after-commit.enabled) when it commits; pyiceberg
+    # then deletes the same files from the client, finds them gone and warns on every
+    # commit. The server's delete is the one that counts (checked: 21 metadata files kept
+    # for previous-versions-max 20), so that warning says nothing here.
+    logger = logging.getLogger("pyiceberg.catalog")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
 
 
 def _enable_wal(path: Path) -> None:
@@ -66,3 +123,33 @@ def _enable_wal(path: Path) -> None:
         con.execute("PRAGMA journal_mode=WAL")
     finally:
         con.close()
+
+
+def ensure_bucket(settings: Settings) -> str | None:
+    """Create the bucket of an ``s3://`` warehouse if it is missing; returns its name."""
+    warehouse = warehouse_location(settings)
+    if not warehouse.startswith("s3://"):
+        return None
+    from pyarrow import fs
+
+    bucket = warehouse.removeprefix("s3://").split("/", 1)[0]
+    endpoint = settings.s3_endpoint or ""
+    s3 = fs.S3FileSystem(
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        region=settings.s3_region,
+        endpoint_override=endpoint.split("://", 1)[-1] or None,
+        scheme=endpoint.split("://", 1)[0] if "://" in endpoint else "https",
+        allow_bucket_creation=True,
+        connect_timeout=5,
+        request_timeout=10,
+    )
+    try:
+        if s3.get_file_info(bucket).type == fs.FileType.NotFound:
+            s3.create_dir(bucket)
+    except OSError as exc:
+        raise CatalogUnreachableError(
+            f"the object store at {endpoint or 'AWS'} cannot be reached or refuses bucket "
+            f"{bucket!r} ({_first_line(exc)})"
+        ) from exc
+    return bucket

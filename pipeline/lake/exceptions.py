@@ -13,3 +13,7 @@ class CatalogConfigError(LakeError):
 
 class TableMissingError(LakeError):
     """A table the command reads does not exist yet (run the sink first)."""
+
+
+class CatalogUnreachableError(LakeError):
+    """The catalog (a REST server, the SQLite file's folder, the object store) does not answer."""

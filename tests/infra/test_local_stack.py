@@ -36,6 +36,7 @@ def stack_env(tmp_path: Path, kafka_libs: Path, port_factory: Callable[[], int])
     env.update(
         SANDBOX_STATE_DIR=str(tmp_path / "state"),
         SANDBOX_KAFKA_LIBS=str(kafka_libs),
+        SANDBOX_CATALOG_LIBS=str(kafka_libs.parent / "iceberg-rest-libs"),
         SANDBOX_KAFKA_PORT=str(port_factory()),
         SANDBOX_KAFKA_CONTROLLER_PORT=str(port_factory()),
         SANDBOX_EVENTS_PARTITIONS="2",
@@ -101,3 +102,47 @@ def test_stale_pid_record_is_reported_not_running(stack_env: dict[str, str]) -> 
     assert result.returncode == 1
     assert json.loads(result.stdout)["components"][0]["running"] is False
     assert not (run_dir / "kafka.json").exists()  # the stale record was removed
+
+
+def components(env: dict[str, str]) -> dict[str, dict]:
+    report = json.loads(sandbox(["status", "--json"], env).stdout)
+    return {c["name"]: c for c in report["components"]}
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], says: str) -> None:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert says in result.stderr and "Traceback" not in result.stderr
+
+
+def test_rest_catalog_and_chaos_on_the_local_route(
+    stack_env: dict[str, str], port_factory: Callable[[], int]
+) -> None:
+    env = {**stack_env, "SANDBOX_CATALOG_TYPE": "rest", "SANDBOX_CATALOG_PORT": str(port_factory())}
+    try:
+        up = sandbox(["up", "--no-services"], env, timeout_s=300)
+        assert up.returncode == 0, up.stderr
+        assert "catalog: started" in up.stdout and "Iceberg tables" in up.stdout
+        catalog = components(env)["catalog"]
+        assert catalog["running"] and catalog["healthy"]
+        assert catalog["detail"]["uri"] == f"http://127.0.0.1:{env['SANDBOX_CATALOG_PORT']}"
+
+        paused = sandbox(["chaos", "pause", "catalog"], env)
+        assert paused.returncode == 0 and "catalog: paused" in paused.stdout
+        assert not components(env)["catalog"]["healthy"]  # a hung server answers nothing
+        assert sandbox(["chaos", "resume", "catalog"], env).returncode == 0
+        assert components(env)["catalog"]["healthy"]
+
+        killed = sandbox(["chaos", "kill", "broker"], env)
+        assert killed.returncode == 0 and "broker: killed" in killed.stdout
+        assert not components(env)["kafka"]["running"]
+        one_line_error(sandbox(["chaos", "kill", "broker"], env), "broker is not running")
+        restarted = sandbox(["chaos", "restart", "broker"], env, timeout_s=180)
+        assert restarted.returncode == 0, restarted.stderr
+        assert components(env)["kafka"]["healthy"]
+
+        one_line_error(sandbox(["chaos", "kill", "storage"], env), "local file system")
+        one_line_error(sandbox(["chaos", "kill", "worker"], env), "worker is not running")
+    finally:
+        down = sandbox(["down"], env)
+    assert "catalog: stopped" in down.stdout and "kafka: stopped" in down.stdout

@@ -15,7 +15,7 @@ from sandbox.settings import Settings
 
 
 @pytest.fixture
-def lake_settings(settings: Settings) -> Settings:
+def lake_settings(settings: Settings, catalog_overrides: dict[str, object]) -> Settings:
     """The test's Settings with small sink batches (several commits per test) and stream
     output topics of its own (the shared fixture names only the events-side topics)."""
     suffix = uuid.uuid4().hex[:8]
@@ -25,6 +25,7 @@ def lake_settings(settings: Settings) -> Settings:
             "sink_batch_ms": 500,
             "viewing_metrics_topic": f"metrics-{suffix}",
             "late_events_topic": f"late-{suffix}",
+            **catalog_overrides,
         }
     )
     ensure_topics(s.bootstrap_servers, topic_plan(s))

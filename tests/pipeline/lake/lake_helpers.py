@@ -42,6 +42,6 @@ def append_events(table, events: list[dict], partition: int = 0, first_offset: i
     table.append(events_arrow(events, [partition] * len(events), offsets))
 
 
-def lake_only_settings(tmp_path) -> Settings:
+def lake_only_settings(tmp_path, **overrides) -> Settings:
     """Settings for tests that use the catalog but no broker."""
-    return Settings(state_dir=tmp_path / ".sandbox")
+    return Settings(state_dir=tmp_path / ".sandbox", **overrides)

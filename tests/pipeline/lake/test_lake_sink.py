@@ -1,4 +1,5 @@
-"""The sink against a real broker and a real SQLite catalog: exactly once, also after SIGKILL."""
+"""The sink against a real broker and a real catalog (SQLite; REST too where parametrized):
+exactly once, also after SIGKILL."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def _caught_up(settings: Settings):
     return until
 
 
+@pytest.mark.parametrize("catalog_type", ["sql", "rest"])
 def test_every_event_lands_once_and_bad_bytes_become_dead_letters(
     lake_settings: Settings, lake_catalog: Catalog
 ) -> None:
@@ -100,6 +102,7 @@ def _spawn_sink(settings: Settings) -> subprocess.Popen[bytes]:
         )
 
 
+@pytest.mark.parametrize("catalog_type", ["sql", "rest"])
 def test_sigkill_mid_run_then_restart_gives_exactly_n_rows(
     lake_settings: Settings, lake_catalog: Catalog
 ) -> None:

@@ -25,8 +25,8 @@ W46_START_MS = W47_START_MS - 7 * DAY_MS
 
 
 @pytest.fixture
-def lake(tmp_path: Path) -> tuple[Settings, Catalog, Table]:
-    settings = lake_only_settings(tmp_path)
+def lake(tmp_path: Path, catalog_overrides: dict[str, object]) -> tuple[Settings, Catalog, Table]:
+    settings = lake_only_settings(tmp_path, **catalog_overrides)
     catalog = open_catalog(settings)
     sync_titles(settings, catalog, use_topic=False)
     return settings, catalog, ensure_table(catalog, settings.catalog_namespace, PLAYBACK_EVENTS)
@@ -42,6 +42,7 @@ def _files(table: Table, week: str) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.parametrize("catalog_type", ["sql", "rest"])
 def test_rerun_is_identical_and_backfill_touches_only_its_week(
     lake: tuple[Settings, Catalog, Table],
 ) -> None:

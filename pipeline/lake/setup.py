@@ -1,0 +1,32 @@
+"""Everything the lake needs before the first event: the bucket, the namespace, the tables.
+
+`sandbox up` (and compose's ``init``) call :func:`prepare_lake`, so the sink, the batch jobs
+and a learner's SQL find every table from the start, on either catalog.
+"""
+
+from __future__ import annotations
+
+from pipeline.lake.catalog import ensure_bucket, open_catalog
+from pipeline.lake.tables import ALL_TABLES, TITLES, ensure_table
+from pipeline.lake.titles import sync_titles
+from sandbox.settings import Settings
+
+__all__ = ["prepare_lake"]
+
+
+def prepare_lake(settings: Settings) -> list[str]:
+    """Create what is missing; returns a line per step for the user. Idempotent."""
+    said = []
+    bucket = ensure_bucket(settings)
+    if bucket is not None:
+        said.append(f"storage: bucket {bucket} on {settings.s3_endpoint or 'S3'}")
+    catalog = open_catalog(settings)
+    for spec in ALL_TABLES:
+        if spec is not TITLES:
+            ensure_table(catalog, settings.catalog_namespace, spec)
+    sync_titles(settings, catalog)
+    said.append(
+        f"lake: {len(ALL_TABLES)} Iceberg tables in {settings.catalog_namespace} "
+        f"({settings.catalog_type} catalog)"
+    )
+    return said
