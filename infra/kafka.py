@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +146,17 @@ def server_properties(cfg: KafkaConfig) -> str:
     return "".join(f"{k}={v}\n" for k, v in lines.items())
 
 
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid()``, one that starts with "-" is drawn again: the
+    command-line tools would read it as an option (1 draw in 64 does)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -192,14 +203,13 @@ class LocalKafka:
         (home / "log4j.properties").write_text(LOG4J.format(log_file=self.log_file.resolve()))
         data = home / "data"
         if not (data / "meta.properties").exists():
-            cluster_id = self._cluster_id()
+            cluster_id = new_cluster_id()
             result = subprocess.run(
                 [
                     *self._java(),
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(props),
                     "--ignore-formatted",
@@ -276,10 +286,6 @@ class LocalKafka:
         if java is None:
             raise KafkaError("java is not on PATH; the Kafka broker needs a JDK 17+.")
         return [java, *jvm_opts, "-cp", f"{self.cfg.libs_dir.resolve()}/*"]
-
-    def _cluster_id(self) -> str:
-        # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
-        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
     def _log_tail(self, lines: int = 20) -> str:
         out = []
