@@ -36,7 +36,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    CommitStateUnknownException,
+    ServerError,
+    ServiceUnavailableError,
+)
 from pyiceberg.table import Table
 
 from pipeline.lake.catalog import open_catalog
@@ -58,6 +63,57 @@ EXPIRE_OLDER_THAN = timedelta(minutes=30)
 KEEP_SNAPSHOTS = 20
 
 Offsets = dict[int, int]  # partition -> next offset to read
+
+#: What an unreachable, hung or failing object store or catalog raises: pyarrow's S3
+#: errors and requests' connection errors are OSErrors; a REST catalog answers 5xx. A commit
+#: whose outcome is unknown is retried like the others: the table's stored offsets drop
+#: whatever it did write.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ServerError,
+    ServiceUnavailableError,
+    CommitStateUnknownException,
+)
+
+
+class Outage:
+    """Backoff while the lake is unreachable: the batch is kept and retried, nothing is
+    dropped, and the sink keeps serving its consumer group meanwhile."""
+
+    FIRST_DELAY_S = 1.0
+    MAX_DELAY_S = 30.0
+
+    def __init__(self) -> None:
+        self.since: float | None = None  # monotonic time of the first failure
+        self._retry_at = 0.0
+        self._delay_s = self.FIRST_DELAY_S
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        self._retry_at = now + self._delay_s
+        log.warning(
+            "%s failed, retrying in %.0f s (the lake has been unreachable for %.0f s): %s",
+            what,
+            self._delay_s,
+            now - self.since,
+            " ".join(str(exc).split())[:300],
+        )
+        self._delay_s = min(self._delay_s * 2, self.MAX_DELAY_S)
+
+    def recovered(self, what: str) -> None:
+        if self.since is not None:
+            log.warning("%s succeeded after %.0f s", what, time.monotonic() - self.since)
+        self.since = None
+        self._delay_s = self.FIRST_DELAY_S
 
 
 def sink_group(settings: Settings) -> str:
@@ -90,6 +146,7 @@ class SinkCounters:
     skipped_committed: int = 0  # rows dropped because the table already had them
     commits: int = 0
     commit_conflicts: int = 0
+    lake_outages: int = 0  # commits retried because the store or the catalog failed
     expired_snapshots: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -208,6 +265,7 @@ class LakeSink:
         self._stop = False
         self._assigned: set[int] = set()
         self._batch = _Batch()
+        self._outage = Outage()
         self._last_expire = time.monotonic()
         self._consumer = Consumer(
             {
@@ -293,10 +351,13 @@ class LakeSink:
                 if msgs:
                     self._add(msgs)
                 batch = self._batch
-                if batch.next and (
+                if self._outage.active:
+                    if self._outage.due():
+                        self._try_flush()
+                elif batch.next and (
                     len(batch) >= rows_per_commit or time.monotonic() - batch.started >= batch_s
                 ):
-                    self.flush()
+                    self._try_flush()
                 elif not batch.next:
                     batch.started = time.monotonic()
                 if time.monotonic() - self._last_expire >= EXPIRE_EVERY_S:
@@ -338,6 +399,23 @@ class LakeSink:
         self.counters.consumed += len(msgs)
 
     # -- commit -----------------------------------------------------------------------------
+    def _try_flush(self) -> None:
+        """flush(), riding out an outage of the store or the catalog: the batch stays, the
+        partitions are paused (the consumer still serves its group), and it is retried with
+        a growing delay."""
+        batch = self._batch
+        try:
+            self.flush()
+        except TRANSIENT_ERRORS as exc:
+            self._batch = batch  # flush() took it; nothing of it counts as written
+            self.counters.lake_outages += 1
+            self._outage.failed(f"commit of {len(batch)} records", exc)
+            self._consumer.pause(self._consumer.assignment())
+            return
+        if self._outage.active:
+            self._outage.recovered("commit")
+            self._consumer.resume(self._consumer.assignment())
+
     def flush(self) -> None:
         """Commit the current batch to Iceberg (dead letters first), then the group offsets."""
         batch, self._batch = self._batch, _Batch()

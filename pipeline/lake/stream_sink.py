@@ -20,7 +20,14 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from pipeline.lake.catalog import open_catalog
-from pipeline.lake.sink import COMMIT_RETRIES, OFFSETS_PROPERTY, Offsets, stored_offsets
+from pipeline.lake.sink import (
+    COMMIT_RETRIES,
+    OFFSETS_PROPERTY,
+    TRANSIENT_ERRORS,
+    Offsets,
+    Outage,
+    stored_offsets,
+)
 from pipeline.lake.stream_tables import late_arrow, panes_arrow, upsert_panes
 from pipeline.lake.tables import LATE_EVENTS, VIEWING_METRICS, ensure_table
 from sandbox.settings import Settings
@@ -60,6 +67,7 @@ class StreamOutputSink:
         self._pending: dict[str, Pending] = {topic: [] for topic in self.tables}
         self._next: dict[str, Offsets] = {topic: {} for topic in self.tables}
         self._stop = False
+        self._outage = Outage()
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.bootstrap_servers,
@@ -107,8 +115,8 @@ class StreamOutputSink:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 self._add(self._consumer.consume(5_000, timeout=0.2))
-                if time.monotonic() - started >= batch_ms / 1000:
-                    self.flush()
+                if time.monotonic() - started >= batch_ms / 1000 and self._outage.due():
+                    self._try_flush()
                     started = time.monotonic()
                     if until is not None and until(self):
                         break
@@ -135,6 +143,17 @@ class StreamOutputSink:
             else:
                 self._pending[topic].append((p, o, record))
             self._next[topic][p] = o + 1
+
+    def _try_flush(self) -> None:
+        # An outage of the store or the catalog keeps what is pending (low volume) and
+        # retries it later, as the events sink does.
+        try:
+            self.flush()
+        except TRANSIENT_ERRORS as exc:
+            self._outage.failed("commit of the stream outputs", exc)
+            return
+        if self._outage.active:
+            self._outage.recovered("commit of the stream outputs")
 
     def flush(self) -> None:
         for topic, table in self.tables.items():
