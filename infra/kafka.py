@@ -52,6 +52,10 @@ class KafkaError(RuntimeError):
     """The local broker cannot be set up, started or reached; the message says what to do."""
 
 
+class BrokerUnreachableError(KafkaError):
+    """No broker answers at the bootstrap address."""
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     """What the local broker needs; built from Settings by ``from_settings``."""
@@ -175,6 +179,17 @@ def is_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
     except KafkaException:
         return False
     return bool(md.brokers)
+
+
+def require_broker(bootstrap: str, *, hint: str, timeout_s: float = 5.0) -> None:
+    """Raise BrokerUnreachableError (one line: where, and ``hint``) unless a broker answers.
+
+    Without it a client retries an absent broker for minutes, logging every attempt, and a
+    reader shows an empty topic as if it were one."""
+    if not is_ready(bootstrap, timeout_s=timeout_s):
+        raise BrokerUnreachableError(
+            f"no Kafka broker answers at {bootstrap} within {timeout_s:g}s; {hint}"
+        )
 
 
 class LocalKafka:

@@ -28,7 +28,7 @@ from infra.kafka import KafkaError
 from infra.processes import ProcessError
 from pipeline.lake.exceptions import LakeError
 from sandbox import commands_chaos, commands_lake, commands_stream
-from sandbox.options import duration_ms, settings_of
+from sandbox.options import duration_ms, settings_of, with_broker
 from sandbox.settings import Settings
 
 app = typer.Typer(
@@ -201,7 +201,7 @@ def produce(
     """Run simulated clients: real time at --rate, or --backfill a past span as fast as possible."""
     from producers.run import ProduceRequest, parse_countries, parse_start, run_produce
 
-    settings = settings_of(ctx)
+    settings = with_broker(ctx)
     if events is None and duration is None:
         raise UsageError("give --events N and/or --duration D (e.g. --duration 30s)")
     try:
@@ -245,7 +245,7 @@ def flow(
     """Events flowing: a live count per country and event type, read back from Kafka."""
     from sandbox.flow_view import watch_flow
 
-    settings = settings_of(ctx)
+    settings = with_broker(ctx)
     tally = watch_flow(
         settings,
         group=f"sandbox-flow-{uuid.uuid4().hex[:8]}",

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from sandbox.options import settings_of
+from sandbox.options import settings_of, with_broker
 
 console = Console()
 
@@ -53,7 +53,7 @@ def sink(
     from pipeline.lake.sink import LakeSink
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = settings_of(ctx)
+    settings = with_broker(ctx)
     with _operational():
         lake_sink = LakeSink(settings)
     console.print(

@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from sandbox.options import duration_ms, settings_of
+from sandbox.options import duration_ms, with_broker
 from sandbox.settings import Settings
 
 console = Console()
@@ -88,7 +88,7 @@ def worker(
     log_level: Annotated[str, typer.Option(help="Faust log level.")] = "WARNING",
 ) -> None:
     """Run the stream job (Faust) in the foreground until Ctrl-C."""
-    settings = settings_of(ctx)
+    settings = with_broker(ctx)
     update: dict[str, Any] = {}
     if window is not None:
         update["window_size_ms"] = duration_ms(window, "--window")
@@ -124,7 +124,7 @@ def _inject(
     **params: Any,
 ) -> None:
     """Run injector ``run`` against the events topic at the current time; report it."""
-    s = settings_of(ctx)
+    s = with_broker(ctx)
     summary = run(
         s.bootstrap_servers,
         s.events_topic,
@@ -286,7 +286,7 @@ def replay(
     """
     from producers.replay import ReplayError, replay_file
 
-    s = settings_of(ctx)
+    s = with_broker(ctx)
     try:
         summary = replay_file(s.bootstrap_servers, s.events_topic, file, partition=partition)
     except (OSError, ReplayError) as exc:
@@ -329,7 +329,7 @@ def results(
     """The job's panes so far: the latest revision per (window, title, country)."""
     from pipeline.results import latest_panes, read_panes
 
-    s = settings_of(ctx)
+    s = with_broker(ctx)
     if wait:
         _wait(s, timeout)
     panes = latest_panes(read_panes(s))
@@ -383,7 +383,7 @@ def late(
     """Events the job could not count because their window had closed, and how late."""
     from pipeline.results import read_late_events
 
-    s = settings_of(ctx)
+    s = with_broker(ctx)
     if wait:
         _wait(s, timeout)
     rows = read_late_events(s)
@@ -435,4 +435,4 @@ def watch(
     from sandbox.stream_view import watch_job
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live view ends
-        watch_job(settings_of(ctx), console=console, seconds=seconds)
+        watch_job(with_broker(ctx), console=console, seconds=seconds)

@@ -14,6 +14,19 @@ def settings_of(ctx: typer.Context) -> Settings:
     return settings
 
 
+def with_broker(ctx: typer.Context) -> Settings:
+    """settings_of(ctx), once a broker answers at its bootstrap address (else one line, exit 1)."""
+    from infra.kafka import require_broker
+
+    settings = settings_of(ctx)
+    if settings.stack == "compose":
+        hint = "is the compose stack up (`docker compose up -d`)?"
+    else:
+        hint = "start the local stack with `sandbox up` (or point SANDBOX_KAFKA_PORT at one)"
+    require_broker(settings.bootstrap_servers, hint=hint)
+    return settings
+
+
 def duration_ms(text: str, name: str, *, positive: bool = True) -> int:
     """A duration option (``30s``, ``5m``) in ms; a bad one is a usage error naming ``name``."""
     try:

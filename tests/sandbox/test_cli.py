@@ -73,3 +73,53 @@ def test_bad_setting_in_the_environment_is_a_usage_error(tmp_path: Path) -> None
         "sandbox: error: SANDBOX_KAFKA_PORT: Input should be a valid integer, unable to parse "
         "string as an integer (see sandbox --help)"
     ]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens once it is closed
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["produce", "--events", "5", "--backfill", "2026-11-01", "--no-progress"],
+        ["flow", "--seconds", "1"],
+        ["worker"],
+        ["sink"],
+        ["results"],
+        ["late"],
+        ["watch", "--seconds", "1"],
+        ["inject", "late"],
+        ["replay", str(Path(__file__))],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_a_command_that_needs_kafka_says_in_one_line_that_none_answers(args: list[str]) -> None:
+    import os
+
+    port = _closed_port()
+    result = run(*args, env={**os.environ, "SANDBOX_KAFKA_PORT": str(port)})
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stderr.strip().splitlines() == [
+        f"sandbox: no Kafka broker answers at 127.0.0.1:{port} within 5s; start the local "
+        "stack with `sandbox up` (or point SANDBOX_KAFKA_PORT at one)"
+    ]
+    assert result.stdout == ""
+
+
+def test_an_unreachable_catalog_is_one_line() -> None:
+    import os
+
+    env = {
+        **os.environ,
+        "SANDBOX_CATALOG_TYPE": "rest",
+        "SANDBOX_CATALOG_PORT": str(_closed_port()),
+    }
+    result = run("top10", "--week", "2026-W47", env=env)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be reached" in lines[0], result.stderr
