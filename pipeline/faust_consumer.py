@@ -66,9 +66,12 @@ assignment, rebalances, fetching (aiokafka) and offset commits::
 * At-least-once. A handler waiting when a rebalance suspends the flow is cancelled, like
   the upstream per-message delivery; after every rebalance Faust seeks the assigned
   partitions back to their committed offsets, so anything handed over but not acked is
-  handed over again (and again after a crash or restart). Ack in offset order per
-  partition (a prefix of what was handed over): Faust commits the first consecutive run of
-  acked offsets without checking that it starts at the committed offset
+  handed over again (and again after a crash or restart). That seek does not move a
+  partition with no committed offset yet, so records fetched but not handed over (the flow
+  stopped, or the partition was not active) would be skipped by the client's position:
+  each fetch seeks such partitions back to the first record it did not hand over. Ack in
+  offset order per partition (a prefix of what was handed over): Faust commits the first
+  consecutive run of acked offsets without checking that it starts at the committed offset
   (faust-streaming#606). Acks for partitions no longer assigned are ignored.
 """
 
@@ -76,7 +79,15 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Mapping,
+)
 from time import monotonic
 from typing import Any, cast
 
@@ -226,12 +237,20 @@ class FastConsumer(Consumer):
         yielded as lists of at most ``batch_max_messages`` per TP, before the others.
 
         The flow, generation-id and active-partition checks that upstream makes before
-        each message are made before each list; everything else is upstream's.
+        each message are made before each list. Where upstream stops on them, the fetched
+        records it has not yielded are lost to this consumer: the client's position is past
+        them, and upstream counts on the next rebalance's seek to the committed offset to
+        fetch them again. A partition with no committed offset yet is not moved by that
+        seek, so they were never delivered (a partition taken over from a killed worker
+        before it committed anything stalled for good). So every partition whose fetched
+        records were not all yielded is sought back to the first of them (batch hand-off).
         """
         records, active_partitions = await self._wait_next_records(timeout)
         generation_id = self.app.consumer_generation_id
         if records is None or self.should_stop:
             return
+        # batch hand-off: offset of the last record yielded, per TP
+        yielded: dict[TP, int] = {}
 
         # batch hand-off: split off the TPs of batch topics.
         handlers = self._batch_handlers
@@ -248,25 +267,69 @@ class FastConsumer(Consumer):
             for tp, recs in batched.items():
                 for start in range(0, len(recs), size):
                     if not self._may_yield(generation_id):
+                        await self._rewind_unyielded(batched, records, yielded=yielded)
                         return
-                    if self._deliverable(tp, active_partitions):
-                        self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                        yield tp, [to_message(tp, r) for r in recs[start : start + size]]
+                    if not self._deliverable(tp, active_partitions):
+                        break
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    chunk = recs[start : start + size]
+                    yield tp, [to_message(tp, r) for r in chunk]
+                    # Handed over only if the handler ran to its end (_hand_over_batch
+                    # moves the read offset then; a rebalance may have cancelled it).
+                    read = self._read_offset.get(tp)
+                    if read is None or read < chunk[-1].offset:
+                        break
+                    yielded[tp] = chunk[-1].offset
 
             # upstream, per message
             for tp, record in self.scheduler.iterate(records):
                 if not self._may_yield(generation_id):
+                    await self._rewind_unyielded(batched, records, yielded=yielded)
                     return
                 if self._deliverable(tp, active_partitions):
                     highwater_mark = self.highwater(tp)
                     self.app.monitor.track_tp_end_offset(tp, highwater_mark)
                     yield tp, to_message(tp, record)
+                    yielded[tp] = record.offset
+            await self._rewind_unyielded(batched, records, yielded=yielded)
         else:
+            await self._rewind_unyielded(batched, records, yielded=yielded)
             self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
             try:
                 await self.perform_seek()
             except Exception as ex:
                 self.log.warning(f"exception performing seek when flow not active {ex}")
+
+    async def _rewind_unyielded(
+        self, *fetched: Mapping[TP, list[Any]], yielded: dict[TP, int]
+    ) -> None:
+        # batch hand-off: see _getmany_grouped. Changelog partitions are left to the
+        # recovery, which seeks them itself; a revoked partition is another worker's now.
+        assignment: set[TP] | None = None
+        for recs_by_tp in fetched:
+            for tp, recs in recs_by_tp.items():
+                if not recs or yielded.get(tp) == recs[-1].offset or self._is_changelog_tp(tp):
+                    continue
+                last = yielded.get(tp)
+                first = recs[0].offset if last is None else last + 1
+                if assignment is None:
+                    try:
+                        assignment = self.assignment()
+                    except Exception as exc:  # the client is stopping
+                        self.log.warning("not seeking back: no assignment (%r)", exc)
+                        return
+                if tp not in assignment:
+                    continue
+                self.log.info(
+                    "seeking %s back to %d: %d fetched records were not delivered",
+                    tp,
+                    first,
+                    sum(1 for r in recs if r.offset >= first),
+                )
+                try:
+                    await self.seek(tp, first)
+                except Exception as exc:  # a rebalance in between; its own seek follows
+                    self.log.warning("could not seek %s back to %d: %r", tp, first, exc)
 
     def _deliverable(self, tp: TP, active_partitions: set[TP] | None) -> bool:
         # getmany's test before it yields a record of ``tp``.

@@ -290,8 +290,15 @@ def test_a_killed_worker_recovers_and_no_pane_is_counted_twice(stack: Stack) -> 
         }
 
 
+def sink_running(stack: Stack) -> bool:
+    return "running" in stack.compose("ps", "--format", "{{.State}}", "sink")
+
+
 def test_the_lake_holds_every_acked_event_once_through_rest_and_s3(stack: Stack) -> None:
     s = stack.settings
+    # The object store hangs while events keep coming: the sink keeps its batch and waits.
+    paused = stack.sandbox("chaos", "pause", "storage")
+    assert paused.returncode == 0, paused.stderr
     # A batch of our own, acked, on top of what the (now stopped) producer sent.
     an_hour_ago = datetime.fromtimestamp(time.time() - 3600, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     produced = stack.sandbox(
@@ -299,6 +306,14 @@ def test_the_lake_holds_every_acked_event_once_through_rest_and_s3(stack: Stack)
     )
     assert produced.returncode == 0, produced.stderr
     assert json.loads(produced.stdout)["acked"] == 500
+    wait_for(
+        "the sink to meet the hung store",
+        lambda: "retrying in" in stack.compose("logs", "--since", "2m", "sink"),
+        120,
+    )
+    assert sink_running(stack)
+    resumed = stack.sandbox("chaos", "resume", "storage")
+    assert resumed.returncode == 0, resumed.stderr
     catalog = open_catalog(s)
     wait_until_caught_up(s, catalog, timeout_s=180)
     on_topic = Counter(e["event_id"] for _, _, e in topic_events(s))

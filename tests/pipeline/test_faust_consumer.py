@@ -182,6 +182,23 @@ def _feed(consumer: FastConsumer, *fetches: Fetch, active: set[AioTP] | None = N
     consumer._wait_next_records = wait_next_records  # type: ignore[method-assign,assignment]
 
 
+def _record_seeks(consumer: FastConsumer, assigned: set[AioTP]) -> list[tuple[AioTP, int]]:
+    """Stand in for the client's assignment and seek (no broker here); returns the seeks."""
+    seeks: list[tuple[AioTP, int]] = []
+
+    async def seek(tp: AioTP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    consumer.assignment = lambda: assigned  # type: ignore[method-assign]
+    consumer.perform_seek = _no_seek  # type: ignore[method-assign]
+    consumer.seek = seek  # type: ignore[method-assign]
+    return seeks
+
+
+async def _no_seek() -> None:
+    return None
+
+
 async def _drain(consumer: FastConsumer) -> None:
     fetcher = SimpleNamespace(_stopped=Event())
     await asyncio.wait_for(consumer._drain_messages(fetcher), 10)  # type: ignore[arg-type]
@@ -281,8 +298,12 @@ def test_partitions_that_are_not_active_are_not_handed_over() -> None:
             handed, _ = await _subscribe(app, consumer)
             fetch = {**_records(BATCH, 0, range(3)), **_records(BATCH, 1, range(3))}
             _feed(consumer, fetch, active={AioTP(BATCH, 1)})  # 0 is paused (recovery)
+            seeks = _record_seeks(consumer, assigned={AioTP(BATCH, 0), AioTP(BATCH, 1)})
             await _drain(consumer)
             assert handed == [((BATCH, 1), [0, 1, 2])]
+            # The client's position is past partition 0's records: back to them, or a
+            # partition without a committed offset would never see them again.
+            assert seeks == [(AioTP(BATCH, 0), 0)]
 
     asyncio.run(main())
 
@@ -382,6 +403,7 @@ def test_a_waiting_handler_is_cancelled_when_a_rebalance_stops_the_flow() -> Non
 
             handed, _ = await _subscribe(app, consumer, hook=never_done)
             _feed(consumer, {**_records(BATCH, 0, range(3)), **_records(BATCH, 1, range(3))})
+            seeks = _record_seeks(consumer, assigned={AioTP(BATCH, 0), AioTP(BATCH, 1)})
             drain = asyncio.ensure_future(_drain(consumer))
             await asyncio.wait_for(waiting.wait(), 5)
             consumer.stop_flow()  # what on_partitions_revoked does first
@@ -390,6 +412,8 @@ def test_a_waiting_handler_is_cancelled_when_a_rebalance_stops_the_flow() -> Non
             assert cancelled == [True]
             assert handed == [((BATCH, 0), [0, 1, 2])]  # partition 1 is not handed over
             assert consumer._read_offset[AioTP(BATCH, 0)] is None  # read again after seek
+            # Neither partition's records were handed over: both are sought back to them.
+            assert sorted(seeks) == [(AioTP(BATCH, 0), 0), (AioTP(BATCH, 1), 0)]
 
     asyncio.run(main())
 
