@@ -4,6 +4,8 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
+COPY config ./config
+COPY kafka_io ./kafka_io
 COPY sandbox ./sandbox
 COPY schemas ./schemas
 COPY producers ./producers

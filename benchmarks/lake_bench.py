@@ -23,8 +23,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from infra.kafka import ensure_topics, temporary_broker
+from config.clock import DAY_MS
+from config.settings import Settings
+from infra.kafka import temporary_broker
 from infra.stack import topic_plan
+from kafka_io.admin import ensure_topics
+from kafka_io.publisher import Publisher
 from pipeline.lake import duckdb_check
 from pipeline.lake.catalog import open_catalog
 from pipeline.lake.ranking import rank_top
@@ -33,15 +37,12 @@ from pipeline.lake.tables import PLAYBACK_EVENTS, TITLES, ensure_table
 from pipeline.lake.titles import sync_titles
 from pipeline.lake.top10 import Top10Request, aggregate, load_titles, run_top10, scan_week
 from pipeline.lake.weeks import week_bounds_ms
-from producers.catalog import load_catalog
-from producers.publisher import Publisher
 from producers.simulator import Simulator, key_for
-from sandbox.settings import Settings
+from schemas.catalog import load_catalog
 from schemas.topics import events_codec
 
 REPO = Path(__file__).resolve().parents[1]
 WEEK = "2026-W47"
-DAY_MS = 86_400_000
 
 
 def _run_sink(settings: Settings, high: dict[int, int]) -> None:

@@ -22,15 +22,14 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka.admin import NewTopic
-
-from infra.kafka import KafkaConfig, LocalKafka, ensure_topics
-from producers.catalog import load_catalog
-from producers.publisher import Publisher
+from config.settings import Settings
+from infra.kafka import KafkaConfig, LocalKafka
+from kafka_io.admin import ensure_topics
+from kafka_io.publisher import Publisher
 from producers.run import ProduceRequest, run_produce
 from producers.simulator import Simulator, key_for
-from sandbox.settings import Settings
-from schemas.topics import events_codec
+from schemas.catalog import load_catalog
+from schemas.topics import TopicSpec, events_codec
 
 START_MS = 1_763_337_600_000  # 2025-11-17T00:00:00Z
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +116,7 @@ def main() -> None:
         settings = Settings(kafka_bootstrap=cfg.bootstrap)
     topic = f"bench-{uuid.uuid4().hex[:6]}"
     settings = Settings(**{**settings.model_dump(), "events_topic": topic})
-    ensure_topics(settings.bootstrap_servers, [NewTopic(topic, 3, 1)])
+    ensure_topics(settings.bootstrap_servers, [TopicSpec(topic, 3)])
     try:
         n = args.events
         evs = events(n)

@@ -25,7 +25,7 @@ from quixstreams import Application
 from quixstreams.models.serializers import Deserializer
 
 from pipeline.validate import TitleIndex, TitleInfo, validate
-from producers.catalog import load_catalog
+from schemas.catalog import load_catalog
 from schemas.codec import DecodeError
 from schemas.topics import events_codec
 

@@ -31,19 +31,21 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-from infra.kafka import KafkaConfig, LocalKafka, ensure_topics
+from config.clock import DAY_MS
+from config.settings import Settings
+from infra.kafka import KafkaConfig, LocalKafka
 from infra.stack import settings_env, topic_plan
-from pipeline.reader import make_consumer, read_messages
+from kafka_io.admin import ensure_topics
+from kafka_io.publisher import Publisher
+from kafka_io.reader import make_consumer, read_messages
 from pipeline.results import merge_status, wait_caught_up
-from producers.catalog import load_catalog
-from producers.publisher import Publisher
 from producers.run import publish_catalog
-from producers.simulator import DAY_MS, Simulator, key_for
-from sandbox.settings import Settings
+from producers.simulator import Simulator, key_for
+from schemas.catalog import load_catalog
 from schemas.codec import DecodeError
-from schemas.topics import events_codec
+from schemas.topics import TopicSpec, events_codec
 
 REPO = Path(__file__).resolve().parents[1]
 QUIX_VENV = REPO / ".sandbox" / "bench-venvs" / "quix"
@@ -218,7 +220,7 @@ def ensure_quix_venv() -> Path:
 def bench_quix(settings: Settings, n: int, log_dir: Path, valid: int) -> float:
     python = ensure_quix_venv()
     output = f"bench-quix-out-{uuid.uuid4().hex[:6]}"
-    ensure_topics(settings.bootstrap_servers, [NewTopic(output, 1, 1)])
+    ensure_topics(settings.bootstrap_servers, [TopicSpec(output, 1)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
     env["PYTHONPATH"] = str(REPO)
     result = subprocess.run(

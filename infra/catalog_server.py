@@ -24,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.errors import SandboxError
 from infra import processes
 
 __all__ = ["CatalogServerConfig", "CatalogServerError", "LocalRestCatalog", "ensure_jars"]
@@ -37,7 +38,7 @@ MAIN_CLASS = "org.apache.iceberg.rest.LoopbackRESTCatalogServer"
 _JARS_READY = ".complete"
 
 
-class CatalogServerError(RuntimeError):
+class CatalogServerError(SandboxError):
     """The local REST catalog cannot be set up, started or reached."""
 
 
@@ -169,7 +170,7 @@ class LocalRestCatalog:
                 f"a catalog process ({rec.pid}) of {self.cfg.state_dir} runs but does not answer "
                 f"on {self.cfg.uri}; see {self.log_file} or run `sandbox down`"
             )
-        from infra.kafka import port_free
+        from kafka_io.ports import port_free
 
         if not port_free("127.0.0.1", self.cfg.port):
             raise CatalogServerError(

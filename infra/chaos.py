@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.errors import SandboxError
 from infra import processes
 from infra.compose import ComposeError, ComposeProject
 
@@ -34,7 +35,7 @@ __all__ = ["ACTIONS", "TARGETS", "ChaosError", "ComposeChaos", "LocalChaos", "Ta
 ACTIONS = ("kill", "pause", "resume", "restart")
 
 
-class ChaosError(RuntimeError):
+class ChaosError(SandboxError):
     """The target is not there to act on, or the engine cannot be reached."""
 
 

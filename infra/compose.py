@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.errors import SandboxError
+
 __all__ = ["ComposeError", "ComposeProject"]
 
 
-class ComposeError(RuntimeError):
+class ComposeError(SandboxError):
     """No Docker engine answers, or the project has no such container."""
 
 

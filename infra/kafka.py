@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -21,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
-
+from config.errors import SandboxError
 from infra import processes
+from kafka_io.admin import is_ready
+from kafka_io.ports import free_port, port_free
 
 if TYPE_CHECKING:
-    from sandbox.settings import Settings
+    from config.settings import Settings
 
 KAFKA_VERSION = "3.9.1"
 POM = Path(__file__).parent / "kafka" / "pom.xml"
@@ -48,12 +47,8 @@ log4j.logger.kafka.server.BrokerServer=INFO
 """
 
 
-class KafkaError(RuntimeError):
-    """The local broker cannot be set up, started or reached; the message says what to do."""
-
-
-class BrokerUnreachableError(KafkaError):
-    """No broker answers at the bootstrap address."""
+class BrokerError(SandboxError):
+    """The local broker cannot be set up or started; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +92,9 @@ def ensure_jars(libs_dir: Path, *, quiet: bool = True) -> Path:
         return libs_dir
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise KafkaError("Maven (mvn) is not on PATH; it fetches the Kafka jars. Install maven.")
+        raise BrokerError("Maven (mvn) is not on PATH; it fetches the Kafka jars. Install maven.")
     if shutil.which("java") is None:
-        raise KafkaError("java is not on PATH; the Kafka broker needs a JDK 17+.")
+        raise BrokerError("java is not on PATH; the Kafka broker needs a JDK 17+.")
     libs_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
         mvn,
@@ -114,9 +109,9 @@ def ensure_jars(libs_dir: Path, *, quiet: bool = True) -> Path:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise KafkaError(f"fetching the Kafka jars with Maven failed:\n{tail}")
+        raise BrokerError(f"fetching the Kafka jars with Maven failed:\n{tail}")
     if not list(libs_dir.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
-        raise KafkaError(f"Maven finished but {libs_dir} has no kafka_2.13-{KAFKA_VERSION}.jar")
+        raise BrokerError(f"Maven finished but {libs_dir} has no kafka_2.13-{KAFKA_VERSION}.jar")
     (libs_dir / _JARS_READY).write_text(KAFKA_VERSION + "\n")
     return libs_dir
 
@@ -161,37 +156,6 @@ def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().byte
             return cluster_id
 
 
-def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def is_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    """True if a broker answers a metadata request at ``bootstrap``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    try:
-        md = admin.list_topics(timeout=timeout_s)
-    except KafkaException:
-        return False
-    return bool(md.brokers)
-
-
-def require_broker(bootstrap: str, *, hint: str, timeout_s: float = 5.0) -> None:
-    """Raise BrokerUnreachableError (one line: where, and ``hint``) unless a broker answers.
-
-    Without it a client retries an absent broker for minutes, logging every attempt, and a
-    reader shows an empty topic as if it were one."""
-    if not is_ready(bootstrap, timeout_s=timeout_s):
-        raise BrokerUnreachableError(
-            f"no Kafka broker answers at {bootstrap} within {timeout_s:g}s; {hint}"
-        )
-
-
 class LocalKafka:
     """Set up, start, check and stop the local broker of one state directory."""
 
@@ -234,7 +198,7 @@ class LocalKafka:
                 check=False,
             )
             if result.returncode != 0:
-                raise KafkaError(
+                raise BrokerError(
                     f"formatting Kafka storage in {data} failed: "
                     f"{(result.stdout + result.stderr).strip()[-800:]}"
                 )
@@ -246,13 +210,13 @@ class LocalKafka:
         if rec is not None:
             if is_ready(self.cfg.bootstrap):
                 return rec
-            raise KafkaError(
+            raise BrokerError(
                 f"a broker process ({rec.pid}) of {self.cfg.state_dir} runs but does not answer "
                 f"on {self.cfg.bootstrap}; see {self.log_file} or run `sandbox down`"
             )
         for port in (self.cfg.port, self.cfg.controller_port):
             if not port_free(self.cfg.host, port):
-                raise KafkaError(
+                raise BrokerError(
                     f"port {self.cfg.host}:{port} is in use by another program; stop it or set "
                     "SANDBOX_KAFKA_PORT / SANDBOX_KAFKA_CONTROLLER_PORT to free ports"
                 )
@@ -284,10 +248,10 @@ class LocalKafka:
         )
         if not processes.alive(rec):
             processes.stop(self.cfg.run_dir, PROCESS_NAME)
-            raise KafkaError(f"the broker exited during start-up:\n{self._log_tail()}")
+            raise BrokerError(f"the broker exited during start-up:\n{self._log_tail()}")
         if not ok:
             processes.stop(self.cfg.run_dir, PROCESS_NAME)
-            raise KafkaError(
+            raise BrokerError(
                 f"the broker did not answer on {self.cfg.bootstrap} within {timeout_s:.0f}s:\n"
                 f"{self._log_tail()}"
             )
@@ -299,7 +263,7 @@ class LocalKafka:
     def _java(self, *jvm_opts: str) -> list[str]:
         java = shutil.which("java")
         if java is None:
-            raise KafkaError("java is not on PATH; the Kafka broker needs a JDK 17+.")
+            raise BrokerError("java is not on PATH; the Kafka broker needs a JDK 17+.")
         return [java, *jvm_opts, "-cp", f"{self.cfg.libs_dir.resolve()}/*"]
 
     def _log_tail(self, lines: int = 20) -> str:
@@ -308,13 +272,6 @@ class LocalKafka:
             if f.exists():
                 out += f.read_text(errors="replace").splitlines()[-lines:]
         return "\n".join(out) or "(no log output)"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free now (the OS picks it); for brokers of tests and benchmarks."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -335,25 +292,3 @@ def temporary_broker(
         yield cfg
     finally:
         broker.stop()
-
-
-def ensure_topics(bootstrap: str, topics: list[NewTopic], timeout_s: float = 30.0) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created.
-
-    An existing topic is left as it is (its partition count is reported by `sandbox status`).
-    """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
-    missing = [t for t in topics if t.topic not in existing]
-    if not missing:
-        return []
-    futures = admin.create_topics(missing, operation_timeout=timeout_s, request_timeout=timeout_s)
-    created = []
-    for name, fut in futures.items():
-        try:
-            fut.result()
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise KafkaError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
-    return created

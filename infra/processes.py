@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from config.errors import SandboxError
 
-class ProcessError(RuntimeError):
+
+class ProcessError(SandboxError):
     """A supervised process could not be started or stopped; the message says why."""
 
 

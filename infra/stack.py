@@ -14,45 +14,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
+from config.settings import Settings
 from infra import processes
 from infra.catalog_server import CatalogServerConfig, LocalRestCatalog
 from infra.catalog_server import answers as catalog_answers
 from infra.chaos import LocalChaos
 from infra.compose import ComposeProject
-from infra.kafka import KafkaConfig, KafkaError, LocalKafka, ensure_topics, is_ready
-from sandbox.settings import Settings
-from schemas import topics as roles
+from infra.kafka import BrokerError, KafkaConfig, LocalKafka
+from kafka_io.admin import ensure_topics, is_ready
+from schemas.topics import TopicNames, TopicSpec
 
 
-def topic_plan(settings: Settings) -> list[NewTopic]:
-    """Every topic of the stack with its partitions and configs (created explicitly)."""
-    plan = [
-        (settings.events_topic, settings.events_partitions, roles.EVENTS),
-        (settings.titles_topic, 1, roles.TITLES),
-        (settings.dead_letter_topic, 1, roles.DEAD_LETTERS),
-        (settings.routed_topic, settings.events_partitions, roles.ROUTED),
-        (settings.viewing_metrics_topic, settings.events_partitions, roles.VIEWING_METRICS),
-        (settings.late_events_topic, 1, roles.LATE_EVENTS),
-        (settings.job_status_topic, 1, roles.JOB_STATUS),
-    ]
-    return [
-        NewTopic(name, num_partitions=parts, replication_factor=1, config=dict(role.config))
-        for name, parts, role in plan
-    ]
+def topic_plan(settings: Settings) -> list[TopicSpec]:
+    return TopicNames.from_settings(settings).plan()
 
 
 def topic_names(settings: Settings) -> dict[str, str]:
-    return {
-        roles.EVENTS.role: settings.events_topic,
-        roles.TITLES.role: settings.titles_topic,
-        roles.DEAD_LETTERS.role: settings.dead_letter_topic,
-        roles.ROUTED.role: settings.routed_topic,
-        roles.VIEWING_METRICS.role: settings.viewing_metrics_topic,
-        roles.LATE_EVENTS.role: settings.late_events_topic,
-        roles.JOB_STATUS.role: settings.job_status_topic,
-    }
+    return TopicNames.from_settings(settings).by_role()
 
 
 def local_kafka(settings: Settings) -> LocalKafka:
@@ -113,7 +93,7 @@ def up(settings: Settings, *, services: bool = True) -> list[str]:
         said.append(start_catalog(settings))
     if settings.kafka_bootstrap:
         if not is_ready(settings.bootstrap_servers, timeout_s=10):
-            raise KafkaError(
+            raise BrokerError(
                 f"SANDBOX_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} does not answer; "
                 "is that broker running?"
             )

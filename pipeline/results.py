@@ -16,8 +16,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from pipeline.reader import make_consumer, read_messages
-from sandbox.settings import Settings
+from config.settings import Settings
+from kafka_io.reader import make_consumer, read_messages
 from schemas.topics import codec
 
 __all__ = [

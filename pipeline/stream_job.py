@@ -41,16 +41,18 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from infra.kafka import ensure_topics, free_port, port_free
-from infra.stack import topic_plan
+from config.clock import now_ms
+from config.errors import SandboxError
+from config.settings import Settings
+from kafka_io.admin import ensure_topics
+from kafka_io.ports import free_port, port_free
+from kafka_io.reader import make_consumer, read_messages
 from pipeline.chunked_state import chunk_writes, read_chunked
 from pipeline.faust_consumer import FastConsumer
-from pipeline.reader import make_consumer, read_messages
 from pipeline.stream_step import JobTopics, Output, Router, WindowJob, engine_config
 from pipeline.validate import TitleIndex
-from sandbox.settings import Settings
 from schemas.codec import DecodeError
-from schemas.topics import titles_codec
+from schemas.topics import TopicNames, titles_codec
 
 __all__ = ["ROUTED_TAKE_MAX", "build_app", "load_titles", "run_worker", "status_key"]
 
@@ -65,8 +67,8 @@ STATUS_INTERVAL_S = 1.0
 CATALOG_WAIT_S = 60.0
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+class StreamJobError(SandboxError):
+    """The stream job cannot start or go on (its stored state does not fit, ...)."""
 
 
 def status_key(settings: Settings, worker_id: str) -> bytes:
@@ -201,7 +203,7 @@ class _Worker:
                         now_ms=now_ms(),
                     )
                 except ValueError as exc:
-                    raise RuntimeError(
+                    raise StreamJobError(
                         f"the stored stream-job state does not match this worker's settings "
                         f"({exc}); start it with the same window settings, or with a new "
                         f"SANDBOX_STREAM_JOB_ID to start from scratch"
@@ -468,7 +470,7 @@ def run_worker(settings: Settings, *, loglevel: str = "WARNING") -> None:
     # standalone with a new SANDBOX_STREAM_JOB_ID needs it too.
     ensure_topics(
         settings.bootstrap_servers,
-        [t for t in topic_plan(settings) if t.topic == settings.routed_topic],
+        [t for t in TopicNames.from_settings(settings).plan() if t.name == settings.routed_topic],
     )
     titles = wait_for_titles(settings, timeout_s=CATALOG_WAIT_S)
     app = build_app(settings, titles)

@@ -27,9 +27,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.catalog import load_catalog
-from producers.publisher import Publisher
+from kafka_io.publisher import Publisher
 from producers.simulator import Simulator, key_for
+from schemas.catalog import load_catalog
 from schemas.codec import HEADER_LEN, MARKER
 from schemas.topics import events_codec
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from config.errors import SandboxError
 from producers.inject import InjectSummary, publish
 from schemas.codec import EncodeError
 from schemas.topics import events_codec
@@ -29,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
 REQUIRED = ("event_type", "event_time", "profile_id", "title_id", "country")
 
 
-class ReplayError(ValueError):
+class ReplayError(SandboxError, ValueError):
     """A line of the file is not an event we can send; the message names the line."""
 
 

@@ -20,11 +20,17 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from producers.catalog import load_catalog
-from producers.publisher import Publisher
+from config.clock import now_ms
+from config.errors import SandboxError
+from config.settings import Settings
+from kafka_io.publisher import Publisher
 from producers.simulator import Simulator, key_for
-from sandbox.settings import Settings
+from schemas.catalog import load_catalog
 from schemas.topics import events_codec, titles_codec
+
+
+class ProduceError(SandboxError):
+    """Events or titles could not be delivered."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ def publish_catalog(settings: Settings) -> int:
             )
         pub.flush()
     if pub.counts.failed:
-        raise RuntimeError(f"publishing the catalog failed: {pub.counts.errors}")
+        raise ProduceError(f"publishing the catalog failed: {pub.counts.errors}")
     return pub.counts.acked
 
 
@@ -110,7 +116,7 @@ def run_produce(
     settings: Settings, request: ProduceRequest, console: Console | None = None
 ) -> dict[str, Any]:
     seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
-    wall_start_ms = time.time_ns() // 1_000_000
+    wall_start_ms = now_ms()
     realtime = request.backfill_start_ms is None
     start_ms = wall_start_ms if request.backfill_start_ms is None else request.backfill_start_ms
     events = simulate(request, seed, start_ms)
@@ -130,7 +136,7 @@ def run_produce(
             for i, event in enumerate(events, 1):
                 if realtime and event["event_time"] > wall_start_ms + 5:
                     # Never send an event before its time: wait (serving delivery reports).
-                    while (lag := event["event_time"] - time.time_ns() // 1_000_000) > 0:
+                    while (lag := event["event_time"] - now_ms()) > 0:
                         pub.wait(min(lag / 1000, 0.2))
                 pub.send(topic, codec.encode(event), key_for(event), request.partition)
                 if truth is not None:

@@ -61,17 +61,15 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import time
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from hashlib import blake2b
 from heapq import heapify, heappop, heappush, heapreplace
 
-from producers.catalog import Catalog
+from config.clock import DAY_MS, HOUR_MS, now_ms
+from schemas.catalog import Catalog
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 _EPOCH_DAY0 = date(1970, 1, 1).toordinal()
 
 #: Relative audience size per country (renormalised over the selected countries).
@@ -213,10 +211,6 @@ _APP_CUM = {
 def key_for(event: dict) -> bytes:
     """Kafka message key: the session id, so a session's events stay in order on one partition."""
     return event["session_id"].encode()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Simulator:

@@ -20,16 +20,12 @@ from rich.table import Table
 # typer 0.29 vendors click and exports no public UsageError; typer is pinned (pyproject).
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+from config.errors import SandboxError
+from config.settings import Settings
 from infra import stack
-from infra.catalog_server import CatalogServerError
-from infra.chaos import ChaosError
-from infra.compose import ComposeError
-from infra.kafka import KafkaError
-from infra.processes import ProcessError
-from pipeline.lake.exceptions import LakeError
+from infra.kafka import BrokerError
 from sandbox import commands_chaos, commands_lake, commands_stream
 from sandbox.options import duration_ms, settings_of, with_broker
-from sandbox.settings import Settings
 
 app = typer.Typer(
     name="sandbox",
@@ -41,20 +37,9 @@ app = typer.Typer(
 console = Console()
 
 
-class SandboxError(RuntimeError):
-    """An operational failure the user can act on; printed as one line, exit code 1."""
-
-
-OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (
-    SandboxError,
-    KafkaError,
-    ProcessError,
-    CatalogServerError,
-    ChaosError,
-    ComposeError,
-    LakeError,
-    OSError,
-)
+#: What the CLI prints as one line with exit code 1: our root error (every operational
+#: failure derives from it) and the OS's (a file that cannot be read or written).
+OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (SandboxError, OSError)
 
 
 @app.callback()
@@ -293,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except OPERATIONAL_ERRORS as exc:
         # A broker start-up failure carries the log tail on purpose; others are one line.
-        message = str(exc) if isinstance(exc, KafkaError) else " ".join(str(exc).split())
+        message = str(exc) if isinstance(exc, BrokerError) else " ".join(str(exc).split())
         print(f"sandbox: {message}", file=sys.stderr)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

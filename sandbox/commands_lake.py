@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from config.errors import SandboxError
 from sandbox.options import settings_of, with_broker
 
 console = Console()
@@ -18,15 +19,14 @@ console = Console()
 
 @contextmanager
 def _operational() -> Iterator[None]:
-    """Lake and Kafka failures become one line and exit code 1 (sandbox/cli.py's contract)."""
+    """The Kafka client's own failures, raised through the lake code, as our root error (one
+    line and exit code 1: sandbox/cli.py's contract)."""
     from confluent_kafka import KafkaException
-
-    from pipeline.lake.exceptions import LakeError
 
     try:
         yield
-    except (LakeError, KafkaException, TimeoutError) as exc:
-        raise OSError(str(exc)) from exc
+    except (KafkaException, TimeoutError) as exc:
+        raise SandboxError(str(exc)) from exc
 
 
 def register(app: typer.Typer) -> None:

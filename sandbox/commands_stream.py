@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,23 +16,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from config.clock import iso_ms, now_ms
+from config.errors import SandboxError
+from config.settings import Settings
 from sandbox.options import duration_ms, with_broker
-from sandbox.settings import Settings
 
 console = Console()
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def iso_ms(ms: int | None) -> str:
-    """Epoch ms -> ``2026-11-22T13:05:00Z`` (milliseconds shown only when not 0)."""
-    if ms is None:
-        return "-"
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
 
 
 def register(app: typer.Typer) -> None:
@@ -128,7 +115,7 @@ def _inject(
     summary = run(
         s.bootstrap_servers,
         s.events_topic,
-        now_ms=_now_ms(),
+        now_ms=now_ms(),
         seed=seed,
         partition=partition,
         **params,
@@ -309,7 +296,6 @@ Timeout = Annotated[float, typer.Option(min=0.1, help="Longest --wait, in second
 
 def _wait(settings: Settings, timeout: float) -> None:
     from pipeline.results import wait_caught_up
-    from sandbox.cli import SandboxError  # imported late: sandbox.cli imports this module
 
     lag = wait_caught_up(settings, timeout_s=timeout)
     if not lag.caught_up:

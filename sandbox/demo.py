@@ -22,14 +22,15 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from config.clock import DAY_MS, now_ms
+from config.errors import SandboxError
+from config.settings import Settings
 from infra import stack
 from producers.run import ProduceRequest, publish_catalog, run_produce
 from sandbox.flow_view import watch_flow
-from sandbox.settings import Settings
 
 DEMO_COUNTRIES = ("US", "GB", "BR", "IN", "JP")
 BACKFILL_CLIENTS = 10  # ~100k events over a week: about half a minute for the stream job
-DAY_MS = 86_400_000
 
 
 def previous_week(today: date) -> tuple[str, int]:
@@ -77,7 +78,7 @@ def run_demo(
             f"sent in {summary['elapsed_s']:.1f}s"
         )
         if summary["failed"]:
-            raise RuntimeError(
+            raise SandboxError(
                 f"{summary['failed']} events were not delivered: {summary['errors']}"
             )
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ def run_demo(
         settings.events_topic,
         count=20,
         by_ms=300_000,
-        now_ms=time.time_ns() // 1_000_000,
+        now_ms=now_ms(),
         seed=int(time.time()),
         partition=None,
     )

@@ -14,9 +14,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from config.settings import Settings
+from kafka_io.reader import make_consumer, read_messages
 from pipeline.event_counts import EventTally
-from pipeline.reader import make_consumer, read_messages
-from sandbox.settings import Settings
 from schemas.topics import events_codec
 
 EVENT_TYPES = ("PLAY", "PAUSE", "BUFFER", "HEARTBEAT", "STOP")
@@ -61,7 +61,7 @@ def watch_flow(
         while time.monotonic() < deadline:
             window = min(0.5, deadline - time.monotonic())
             for msg in read_messages(consumer, timeout_s=window, stop_at_end=stop_at_end):
-                tally.add(codec, msg.value(), msg.partition())
+                tally.add(codec, msg.value(), msg.partition() or 0)
             if live:
                 live.update(render(tally, title))
             if stop_at_end and tally.events and _caught_up(consumer):

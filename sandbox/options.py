@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from config.settings import Settings
 from sandbox.durations import parse_duration_ms
-from sandbox.settings import Settings
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -16,7 +16,7 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 def with_broker(ctx: typer.Context) -> Settings:
     """settings_of(ctx), once a broker answers at its bootstrap address (else one line, exit 1)."""
-    from infra.kafka import require_broker
+    from kafka_io.admin import require_broker
 
     settings = settings_of(ctx)
     if settings.stack == "compose":

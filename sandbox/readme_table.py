@@ -6,10 +6,10 @@ import re
 import sys
 from pathlib import Path
 
-from sandbox.settings import describe_settings
+from config.settings import describe_settings
 
 START = (
-    "<!-- settings-table: generated from sandbox/settings.py; "
+    "<!-- settings-table: generated from config/settings.py; "
     "tests/sandbox/test_readme.py checks it -->"
 )
 END = "<!-- /settings-table -->"

@@ -21,17 +21,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.reader import make_consumer
+from config.clock import iso_ms
+from config.clock import now_ms as wall_ms
+from config.settings import Settings
+from kafka_io.reader import make_consumer
 from pipeline.results import latest_panes, merge_status
-from sandbox.settings import Settings
 from schemas.codec import DecodeError
 from schemas.topics import codec
 
-
-def _iso(ms: int | None) -> str:
-    from sandbox.commands_stream import iso_ms
-
-    return iso_ms(ms)
+_iso = iso_ms
 
 
 def _behind(now_ms: int, ms: int | None) -> str:
@@ -149,7 +147,7 @@ def watch_job(settings: Settings, *, console: Console, seconds: float | None) ->
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
         with Live(
-            render(None, [], time.time_ns() // 1_000_000, settings),
+            render(None, [], wall_ms(), settings),
             console=console,
             refresh_per_second=2,
         ) as live:
@@ -159,8 +157,9 @@ def watch_job(settings: Settings, *, console: Console, seconds: float | None) ->
                         continue
                     if msg.topic() == settings.job_status_topic:
                         key = msg.key()
-                        if key is not None and key.startswith(prefix):
-                            workers[key] = json.loads(msg.value())
+                        value = msg.value()
+                        if key is not None and key.startswith(prefix) and value is not None:
+                            workers[key] = json.loads(value)
                         continue
                     try:
                         pane = decode(msg.value())  # type: ignore[arg-type]
@@ -174,7 +173,7 @@ def watch_job(settings: Settings, *, console: Console, seconds: float | None) ->
                     render(
                         merge_status(list(workers.values())) if workers else None,
                         latest_panes(list(panes.values())),
-                        time.time_ns() // 1_000_000,
+                        wall_ms(),
                         settings,
                     )
                 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 
+from config.settings import Settings
 from schemas.codec import AvroCodec
 
 
@@ -56,6 +57,63 @@ JOB_STATUS = TopicRole(
     key="worker id; value = JSON: watermark per partition and counters",
     config={"cleanup.policy": "compact"},
 )
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the stack as it is created: name, partitions, its role's configs."""
+
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The names of the stack's topics (settings, so a learner can rename them)."""
+
+    events: str
+    titles: str
+    dead_letters: str
+    routed: str
+    viewing_metrics: str
+    late_events: str
+    job_status: str
+    events_partitions: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TopicNames:
+        return cls(
+            events=settings.events_topic,
+            titles=settings.titles_topic,
+            dead_letters=settings.dead_letter_topic,
+            routed=settings.routed_topic,
+            viewing_metrics=settings.viewing_metrics_topic,
+            late_events=settings.late_events_topic,
+            job_status=settings.job_status_topic,
+            events_partitions=settings.events_partitions,
+        )
+
+    def by_role(self) -> dict[str, str]:
+        """Role -> topic name, e.g. ``{"events": "playback-events", ...}``."""
+        return {role.role: name for name, _, role in self._roles()}
+
+    def plan(self) -> list[TopicSpec]:
+        """Every topic of the stack with its partitions and configs (created explicitly):
+        the events topic and the two keyed by it as the settings say, the others one."""
+        return [TopicSpec(name, parts, dict(role.config)) for name, parts, role in self._roles()]
+
+    def _roles(self) -> list[tuple[str, int, TopicRole]]:
+        parts = self.events_partitions
+        return [
+            (self.events, parts, EVENTS),
+            (self.titles, 1, TITLES),
+            (self.dead_letters, 1, DEAD_LETTERS),
+            (self.routed, parts, ROUTED),
+            (self.viewing_metrics, parts, VIEWING_METRICS),
+            (self.late_events, 1, LATE_EVENTS),
+            (self.job_status, 1, JOB_STATUS),
+        ]
 
 
 @cache

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from config.settings import ENV_PREFIX, Settings
 from infra.catalog_server import CatalogServerConfig, LocalRestCatalog
-from infra.kafka import KafkaConfig, ensure_topics, free_port, temporary_broker
+from infra.kafka import KafkaConfig, temporary_broker
 from infra.stack import topic_plan
-from sandbox.settings import ENV_PREFIX, Settings
+from kafka_io.admin import ensure_topics
+from kafka_io.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_LIBS = REPO / ".sandbox" / "kafka-libs"

@@ -124,7 +124,7 @@ for top in {PACKAGES!r}:
 # data files, read the way the programs read them
 from schemas.topics import events_codec
 events_codec("ms")
-from producers.catalog import load_catalog
+from schemas.catalog import load_catalog
 catalog = load_catalog()
 outside = [n for n in names if "{REPO}" in (getattr(sys.modules[n], "__file__", "") or "")]
 print(json.dumps({{"modules": names, "titles": len(catalog.titles), "outside": outside}}))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pyiceberg.catalog import Catalog, load_catalog
 
+from config.settings import Settings
 from pipeline.lake.exceptions import CatalogConfigError, CatalogUnreachableError
-from sandbox.settings import Settings
 
 CATALOG_NAME = "sandbox"
 

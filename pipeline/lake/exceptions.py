@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from config.errors import SandboxError
 
-class LakeError(RuntimeError):
+
+class LakeError(SandboxError):
     """An operational lakehouse failure the user can act on (printed as one line)."""
 
 
@@ -17,3 +19,7 @@ class TableMissingError(LakeError):
 
 class CatalogUnreachableError(LakeError):
     """The catalog (a REST server, the SQLite file's folder, the object store) does not answer."""
+
+
+class SinkError(LakeError):
+    """A sink cannot go on: a fatal consumer error, or commit conflicts that do not stop."""

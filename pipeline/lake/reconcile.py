@@ -27,10 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 
+from config.settings import Settings
 from pipeline.lake.tables import LATE_EVENTS, PLAYBACK_EVENTS, VIEWING_METRICS, ensure_table
 from pipeline.lake.titles import ensure_titles
-from producers.catalog import COUNTRY_TIMEZONES
-from sandbox.settings import Settings
+from schemas.catalog import COUNTRY_TIMEZONES
 
 METRICS = ("events", "plays", "watch_ms", "rebuffer_ms")
 Key = tuple[int, str, str]  # (window_start_ms, title_id, country)

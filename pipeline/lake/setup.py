@@ -6,10 +6,10 @@ and a learner's SQL find every table from the start, on either catalog.
 
 from __future__ import annotations
 
+from config.settings import Settings
 from pipeline.lake.catalog import ensure_bucket, open_catalog
 from pipeline.lake.tables import ALL_TABLES, TITLES, ensure_table
 from pipeline.lake.titles import sync_titles
-from sandbox.settings import Settings
 
 __all__ = ["prepare_lake"]
 

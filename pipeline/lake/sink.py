@@ -44,10 +44,12 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.table import Table
 
+from config.clock import now_ms
+from config.settings import Settings
 from pipeline.lake.catalog import open_catalog
+from pipeline.lake.exceptions import SinkError
 from pipeline.lake.tables import DEAD_LETTERS, PLAYBACK_EVENTS, TS, columns_table, ensure_table
 from pipeline.lake.titles import sync_titles
-from sandbox.settings import Settings
 from schemas.codec import DecodeError
 from schemas.topics import events_codec
 
@@ -383,7 +385,7 @@ class LakeSink:
                     name = err.name()
                     self.counters.errors[name] = self.counters.errors.get(name, 0) + 1
                     if err.fatal():
-                        raise RuntimeError(f"{self.topic}: fatal consumer error {err.str()}")
+                        raise SinkError(f"{self.topic}: fatal consumer error {err.str()}")
                 continue
             # Consumed messages always have a partition and an offset; value may be None
             # (a tombstone), which the codec rejects as truncated.
@@ -422,7 +424,7 @@ class LakeSink:
         if not batch.next:
             return
         if batch.dead:
-            dead = dead_letters_arrow(self.topic, batch.dead, time.time_ns() // 1_000_000)
+            dead = dead_letters_arrow(self.topic, batch.dead, now_ms())
             self.counters.dead_letters += self._commit(
                 self.dead, dead, "source_partition", "source_offset", batch.next
             )
@@ -464,7 +466,7 @@ class LakeSink:
                 continue
             self.counters.commits += 1
             return fresh.num_rows
-        raise RuntimeError(f"{table.name()}: {COMMIT_RETRIES} commit conflicts in a row")
+        raise SinkError(f"{table.name()}: {COMMIT_RETRIES} commit conflicts in a row")
 
     # -- maintenance ------------------------------------------------------------------------
     def expire_snapshots(self, now: datetime | None = None) -> int:

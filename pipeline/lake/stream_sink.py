@@ -19,7 +19,9 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
+from config.settings import Settings
 from pipeline.lake.catalog import open_catalog
+from pipeline.lake.exceptions import SinkError
 from pipeline.lake.sink import (
     COMMIT_RETRIES,
     OFFSETS_PROPERTY,
@@ -30,7 +32,6 @@ from pipeline.lake.sink import (
 )
 from pipeline.lake.stream_tables import late_arrow, panes_arrow, upsert_panes
 from pipeline.lake.tables import LATE_EVENTS, VIEWING_METRICS, ensure_table
-from sandbox.settings import Settings
 from schemas.codec import DecodeError
 from schemas.topics import LATE_EVENTS as LATE_ROLE
 from schemas.topics import VIEWING_METRICS as METRICS_ROLE
@@ -130,7 +131,7 @@ class StreamOutputSink:
             err = msg.error()
             if err is not None:
                 if err.fatal():
-                    raise RuntimeError(f"fatal consumer error {err.str()}")
+                    raise SinkError(f"fatal consumer error {err.str()}")
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error %s", err.str())
                 continue
@@ -188,4 +189,4 @@ class StreamOutputSink:
                 continue
             self.written[topic] += len(fresh)
             return
-        raise RuntimeError(f"{table.name()}: {COMMIT_RETRIES} commit conflicts in a row")
+        raise SinkError(f"{table.name()}: {COMMIT_RETRIES} commit conflicts in a row")

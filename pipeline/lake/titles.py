@@ -2,7 +2,7 @@
 
 Source of truth is the compacted titles topic (latest record per title_id), read to its end.
 If that topic is empty or missing (a lake built without `sandbox up`, a benchmark), the
-packaged catalog (``producers.catalog``) is used instead; the snapshot property
+packaged catalog (``schemas.catalog``) is used instead; the snapshot property
 ``titles.source`` says which. The table is replaced only when its content changes, so a
 sink restart does not add a snapshot.
 """
@@ -19,10 +19,10 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.table import Table
 
+from config.settings import Settings
+from kafka_io.reader import make_consumer, read_messages
 from pipeline.lake.tables import TITLES, columns_table, ensure_table, replace
-from pipeline.reader import make_consumer, read_messages
-from producers.catalog import load_catalog
-from sandbox.settings import Settings
+from schemas.catalog import load_catalog
 from schemas.codec import DecodeError
 from schemas.topics import titles_codec
 
@@ -86,7 +86,7 @@ def sync_titles(settings: Settings, catalog: Catalog, *, use_topic: bool = True)
     records = titles_from_topic(settings) if use_topic else []
     source = settings.titles_topic
     if not records:
-        records, source = titles_from_catalog(), "producers.catalog"
+        records, source = titles_from_catalog(), "schemas.catalog"
     new = titles_arrow(records)
     if table.current_snapshot() is not None and table.scan().to_arrow().sort_by("title_id").equals(
         new

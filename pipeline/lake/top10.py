@@ -30,16 +30,16 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import DataScan, Table
 from pyiceberg.transforms import DayTransform
 
+from config.clock import DAY_MS
+from config.settings import Settings
 from pipeline.lake.ranking import Ranking, TitleInfo, Viewing, rank_top
 from pipeline.lake.tables import PLAYBACK_EVENTS, TOP10, columns_table, ensure_table, load, replace
 from pipeline.lake.titles import ensure_titles
 from pipeline.lake.weeks import parse_week, week_bounds_ms, week_days
-from producers.catalog import COUNTRY_TIMEZONES
-from sandbox.settings import Settings
+from schemas.catalog import COUNTRY_TIMEZONES
 
 PROP_PREFIX = "top10."
 SCAN_FIELDS = ("country", "title_id", "watched_ms", "event_time")
-DAY_MS = 86_400_000
 _EPOCH = date(1970, 1, 1)
 
 

@@ -13,9 +13,9 @@ import pytest
 import typer
 import yaml
 
+from config.settings import ENV_PREFIX, Settings
 from infra.stack import SERVICES
 from sandbox.cli import app
-from sandbox.settings import ENV_PREFIX, Settings
 
 pytestmark = pytest.mark.unit
 

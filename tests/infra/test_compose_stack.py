@@ -30,14 +30,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from infra.kafka import free_port
+from config.settings import Settings
+from kafka_io.ports import free_port
+from kafka_io.reader import make_consumer, read_messages
 from pipeline.lake.catalog import open_catalog
 from pipeline.lake.sink import wait_until_caught_up
 from pipeline.lake.tables import PLAYBACK_EVENTS, TOP10
-from pipeline.reader import make_consumer, read_messages
 from pipeline.results import latest_panes, read_late_events, read_panes, read_status
 from pipeline.results import wait_caught_up as job_caught_up
-from sandbox.settings import Settings
 from schemas.topics import events_codec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from stream_harness import Worker, make_stream_settings
 
+from config.settings import Settings
 from infra.kafka import KafkaConfig
-from sandbox.settings import Settings
 
 
 @pytest.fixture

@@ -19,10 +19,11 @@ from typing import TypeVar
 
 import pytest
 
-from infra.kafka import KafkaConfig, ensure_topics
+from config.settings import Settings
+from infra.kafka import KafkaConfig
 from infra.stack import settings_env, topic_plan
+from kafka_io.admin import ensure_topics
 from producers.run import publish_catalog
-from sandbox.settings import Settings
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 T = TypeVar("T")

@@ -33,12 +33,13 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from aiokafka.structs import TopicPartition as AioTP
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import NewTopic
 from mode.utils.locks import Event
 from stream_harness import poll
 
-from infra.kafka import KafkaConfig, ensure_topics
+from infra.kafka import KafkaConfig
+from kafka_io.admin import ensure_topics
 from pipeline.faust_consumer import FastConsumer
+from schemas.topics import TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -518,7 +519,7 @@ def test_a_faust_worker_hands_over_every_record_once_in_order_and_commits_to_the
     bootstrap = kafka_broker.bootstrap
     topic = f"batches-{uuid.uuid4().hex[:8]}"
     per_partition = 1_000
-    ensure_topics(bootstrap, [NewTopic(topic, num_partitions=2, replication_factor=1)])
+    ensure_topics(bootstrap, [TopicSpec(topic, 2)])
     _produce(bootstrap, topic, per_partition)
 
     out = tmp_path / "handed-over.jsonl"

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from stream_harness import Worker, make_stream_settings, poll
 
+from config.settings import Settings
 from infra.kafka import KafkaConfig
 from infra.stack import settings_env
 from pipeline.results import read_status
 from sandbox.cli import main
-from sandbox.settings import Settings
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

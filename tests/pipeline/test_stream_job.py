@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 from stream_harness import SCENARIOS, Worker, make_stream_settings, poll
 
-from infra.kafka import KafkaConfig, ensure_topics
+from config.settings import Settings
+from infra.kafka import KafkaConfig
 from infra.stack import topic_plan
+from kafka_io.admin import ensure_topics
+from kafka_io.publisher import Publisher
+from kafka_io.reader import make_consumer, read_messages
 from pipeline.dead_letter import DeadLetter
-from pipeline.reader import make_consumer, read_messages
 from pipeline.results import (
     latest_panes,
     read_late_events,
@@ -28,10 +31,8 @@ from pipeline.results import (
     wait_caught_up,
 )
 from pipeline.windows import DROP_REASON
-from producers.publisher import Publisher
 from producers.replay import replay_file
 from producers.run import ProduceRequest, run_produce
-from sandbox.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
+from config.clock import HOUR_MS
 from pipeline.validate import Reason, TitleIndex, TitleInfo, validate
 
 pytestmark = pytest.mark.unit
 
 NOW_MS = 1_780_000_000_000
-HOUR_MS = 3_600_000
 TITLES = TitleIndex(
     {
         "t1": TitleInfo(runtime_ms=6_000_000, countries=frozenset({"US", "GB"})),

@@ -6,15 +6,15 @@ from collections import Counter
 
 import pytest
 
-from pipeline.reader import make_consumer, read_messages
+from config.clock import HOUR_MS
+from config.settings import Settings
+from kafka_io.reader import make_consumer, read_messages
 from producers import inject
-from sandbox.settings import Settings
 from schemas.topics import events_codec
 
 pytestmark = pytest.mark.integration
 
 NOW_MS = 1_790_000_000_000
-HOUR_MS = 3_600_000
 
 
 def read_back(settings: Settings, group_id: str) -> list[tuple[bytes, dict]]:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
+from kafka_io.publisher import Publisher
+from kafka_io.reader import make_consumer, read_messages
 from pipeline.event_counts import EventTally
-from pipeline.reader import make_consumer, read_messages
 from producers.ground_truth import read_jsonl
-from producers.publisher import Publisher
 from producers.run import ProduceRequest, run_produce
-from sandbox.settings import Settings
 from schemas.codec import MARKER
 from schemas.topics import events_codec
 

@@ -10,9 +10,10 @@ import fastavro
 import pytest
 from fastavro.validation import validate
 
-from producers.catalog import load_catalog
+from config.clock import DAY_MS, HOUR_MS
 from producers.ground_truth import GroundTruthWriter, read_jsonl
-from producers.simulator import DAY_MS, HOUR_MS, Simulator, key_for
+from producers.simulator import Simulator, key_for
+from schemas.catalog import load_catalog
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
+from config.settings import Settings
 from pipeline.results import merge_status
-from sandbox.settings import Settings
 from sandbox.stream_view import render
 
 pytestmark = pytest.mark.unit

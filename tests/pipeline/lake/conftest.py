@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 from pyiceberg.catalog import Catalog
 
-from infra.kafka import ensure_topics
+from config.settings import Settings
 from infra.stack import topic_plan
+from kafka_io.admin import ensure_topics
 from pipeline.lake.catalog import open_catalog
-from sandbox.settings import Settings
 
 
 @pytest.fixture

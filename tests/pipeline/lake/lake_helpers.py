@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import itertools
 
-from producers.catalog import load_catalog
-from producers.publisher import Publisher
+from config.settings import Settings
+from kafka_io.publisher import Publisher
 from producers.simulator import Simulator, key_for
-from sandbox.settings import Settings
+from schemas.catalog import load_catalog
 from schemas.topics import events_codec
 
 #: Monday 2026-11-16 00:00 UTC: ISO week 2026-W47.
 W47_START_MS = 1_794_787_200_000
-DAY_MS = 86_400_000
 
 
 def simulated(

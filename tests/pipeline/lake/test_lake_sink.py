@@ -15,6 +15,7 @@ import pytest
 from lake_helpers import produce, simulated
 from pyiceberg.catalog import Catalog
 
+from config.settings import Settings
 from infra.stack import settings_env
 from pipeline.lake.catalog import open_catalog
 from pipeline.lake.sink import (
@@ -25,7 +26,6 @@ from pipeline.lake.sink import (
     wait_until_caught_up,
 )
 from pipeline.lake.tables import DEAD_LETTERS, PLAYBACK_EVENTS, TITLES, load
-from sandbox.settings import Settings
 
 pytestmark = pytest.mark.integration
 

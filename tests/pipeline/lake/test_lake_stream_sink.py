@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from lake_helpers import W47_START_MS, simulated
 
+from config.settings import Settings
+from kafka_io.publisher import Publisher
 from pipeline.lake.sink import high_watermarks, stored_offsets
 from pipeline.lake.stream_sink import StreamOutputSink
-from producers.publisher import Publisher
-from sandbox.settings import Settings
 from schemas.topics import codec
 
 pytestmark = pytest.mark.integration

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from lake_helpers import DAY_MS, W47_START_MS, append_events, lake_only_settings, simulated
+from lake_helpers import W47_START_MS, append_events, lake_only_settings, simulated
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from config.clock import DAY_MS
+from config.settings import Settings
 from pipeline.lake import duckdb_check
 from pipeline.lake.catalog import open_catalog
 from pipeline.lake.tables import PLAYBACK_EVENTS, TITLES, TOP10, ensure_table
 from pipeline.lake.titles import sync_titles
 from pipeline.lake.top10 import Top10Request, read_top10, run_top10
 from pipeline.lake.weeks import week_bounds_ms
-from sandbox.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +97,7 @@ def test_unavailable_and_unknown_titles_are_flagged_and_excluded(
 ) -> None:
     settings, catalog, events = lake
     base = simulated(3_000, start_ms=W47_START_MS)
-    jp_only = "t0002"  # available in JP only (producers/data/titles.json)
+    jp_only = "t0002"  # available in JP only (schemas/data/titles.json)
     odd = [
         dict(base[0], event_id="x1", title_id=jp_only, country="US", watched_ms=10**9),
         dict(base[1], event_id="x2", title_id="t9999", country="GB", watched_ms=10**9),

@@ -6,7 +6,7 @@ import fastavro
 import pytest
 from fastavro.validation import validate
 
-from producers.catalog import COUNTRY_TIMEZONES, Catalog, Title, load_catalog
+from schemas.catalog import COUNTRY_TIMEZONES, Catalog, Title, load_catalog
 
 pytestmark = pytest.mark.unit
 

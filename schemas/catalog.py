@@ -1,6 +1,6 @@
 """The title catalog: what can be watched, where, and since when.
 
-The catalog data lives in ``producers/data/titles.json`` (checked in, generated
+The catalog data lives in ``schemas/data/titles.json`` (checked in, generated
 once).  Each title is a FILM or one season of a TV series (``TV``); its
 ``runtime_ms`` is the full runtime (for a season: all its episodes).
 

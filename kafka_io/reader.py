@@ -12,8 +12,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
+from config.errors import SandboxError
 
-class ReadError(RuntimeError):
+
+class ReadError(SandboxError):
     """The broker reported an error that is not the end of a partition."""
 
 

@@ -59,7 +59,7 @@ class Publisher:
         value: bytes | None,
         key: bytes | None = None,
         partition: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
         # -1 is librdkafka's "unassigned": the partitioner (murmur2 of the key) decides.
         target = -1 if partition is None else partition
