@@ -228,7 +228,7 @@ def flow(
     ] = False,
 ) -> None:
     """Events flowing: a live count per country and event type, read back from Kafka."""
-    from sandbox.flow_view import watch_flow
+    from sandbox.views.flow import watch_flow
 
     settings = with_broker(ctx)
     tally = watch_flow(
@@ -252,7 +252,7 @@ def demo(
     a late-data injection, and last week's Top-10 from the lake."""
     from sandbox.demo import run_demo
 
-    run_demo(ctx, settings_of(ctx), seconds=seconds, rate=rate, console=console)
+    run_demo(settings_of(ctx), seconds=seconds, rate=rate, console=console)
 
 
 commands_stream.register(app)

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from config.errors import SandboxError
+from sandbox import reports
 from sandbox.options import settings_of, with_broker
 
 console = Console()
-
-
-@contextmanager
-def _operational() -> Iterator[None]:
-    """The Kafka client's own failures, raised through the lake code, as our root error (one
-    line and exit code 1: sandbox/cli.py's contract)."""
-    from confluent_kafka import KafkaException
-
-    try:
-        yield
-    except (KafkaException, TimeoutError) as exc:
-        raise SandboxError(str(exc)) from exc
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +40,7 @@ def sink(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = with_broker(ctx)
-    with _operational():
+    with reports.kafka_client_errors():
         lake_sink = LakeSink(settings)
     console.print(
         f"sink: {settings.events_topic} -> {settings.catalog_namespace}.playback_events "
@@ -107,71 +93,23 @@ def top10(
     that week's rows in top10_by_country and prints a data-quality report."""
     from typer._click.exceptions import UsageError
 
-    from pipeline.lake.catalog import open_catalog
-    from pipeline.lake.sink import wait_until_caught_up
-    from pipeline.lake.top10 import Top10Request, run_top10
     from pipeline.lake.weeks import parse_week
 
     settings = settings_of(ctx)
     try:
         parse_week(week)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    request = Top10Request(
-        week=week, country=country.upper() if country else None, local_week=local_week
-    )
-    with _operational():
-        catalog = open_catalog(settings)
-        if wait:
-            wait_until_caught_up(settings, catalog, timeout_s=wait_timeout)
-        try:
-            result = run_top10(settings, catalog, request)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-    if as_json:
-        print(json.dumps(result.as_dict(), indent=2))
-        return
-    q = result.quality
-    console.print(
-        f"top10 {week} ({request.basis}): {result.rows.num_rows} rows from "
-        f"{q['input_rows']:,} events, input snapshot {result.input_snapshot_id}, "
-        f"written as snapshot {result.snapshot_id}"
-    )
-    if q["days_without_data"]:
-        console.print(f"[yellow]partial week: no data on {', '.join(q['days_without_data'])}[/]")
-    since = q["since_previous_run"]
-    if since is not None:
-        console.print(
-            f"since the previous run: {since['new_rows']:+,} rows {since['new_rows_by_day'] or ''}"
+        reports.run_top10(
+            settings,
+            console,
+            week=week,
+            country=country,
+            local_week=local_week,
+            show=show,
+            as_json=as_json,
+            wait_s=wait_timeout if wait else None,
         )
-    for kind in ("unavailable_titles", "unknown_titles"):
-        if q[kind]:
-            n = sum(v["events"] for v in q[kind])
-            console.print(
-                f"[yellow]{kind.replace('_', ' ')}: {len(q[kind])} (country, title) "
-                f"pairs, {n} events, excluded[/]"
-            )
-    if show:
-        _show_top10(result.rows)
-
-
-def _show_top10(rows: object) -> None:
-    import pyarrow as pa
-    from rich.table import Table
-
-    assert isinstance(rows, pa.Table)
-    by_list: dict[tuple[str, str], list[dict]] = {}
-    for r in rows.to_pylist():
-        by_list.setdefault((r["country"], r["category"]), []).append(r)
-    for (country, category), items in sorted(by_list.items()):
-        table = Table(title=f"{country} {category} - week {items[0]['week']}")
-        for col in ("#", "title", "hours viewed", "views"):
-            table.add_column(col)
-        for r in items:
-            table.add_row(
-                str(r["rank"]), r["title_name"], f"{r['hours_viewed']:,.1f}", f"{r['views']:,.1f}"
-            )
-        console.print(table)
+    except ValueError as exc:  # a week or country that cannot be: a usage error
+        raise UsageError(str(exc)) from exc
 
 
 def reconcile(
@@ -197,7 +135,7 @@ def reconcile(
         raise UsageError(str(exc).replace("--backfill", "--from/--to")) from exc
     if hi <= lo:
         raise UsageError("--to must be after --from")
-    with _operational():
+    with reports.kafka_client_errors():
         result = run_reconcile(settings, open_catalog(settings), lo, hi)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))

@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from config.clock import iso_ms, now_ms
-from config.errors import SandboxError
-from config.settings import Settings
+from sandbox import reports
 from sandbox.options import duration_ms, with_broker
 
 console = Console()
@@ -294,17 +291,6 @@ Wait = Annotated[
 Timeout = Annotated[float, typer.Option(min=0.1, help="Longest --wait, in seconds.")]
 
 
-def _wait(settings: Settings, timeout: float) -> None:
-    from pipeline.results import wait_caught_up
-
-    lag = wait_caught_up(settings, timeout_s=timeout)
-    if not lag.caught_up:
-        raise SandboxError(
-            f"the stream job ({settings.stream_job_id}) still lags {lag.total} events on "
-            f"{settings.events_topic} after {timeout:g}s; is `sandbox worker` running?"
-        )
-
-
 def results(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -313,50 +299,9 @@ def results(
     limit: Annotated[int, typer.Option(min=1, help="Rows shown in the table.")] = 40,
 ) -> None:
     """The job's panes so far: the latest revision per (window, title, country)."""
-    from pipeline.results import latest_panes, read_panes
-
-    s = with_broker(ctx)
-    if wait:
-        _wait(s, timeout)
-    panes = latest_panes(read_panes(s))
-    if as_json:
-        print(json.dumps(panes, indent=2))
-        return
-    table = Table(
-        title=f"{len(panes)} panes on {s.viewing_metrics_topic} (latest revision)",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        pad_edge=False,
+    reports.show_panes(
+        with_broker(ctx), console, as_json=as_json, wait_s=timeout if wait else None, limit=limit
     )
-    for col in (
-        "window (UTC)",
-        "title",
-        "cc",
-        "events",
-        "plays",
-        "viewers",
-        "watch s",
-        "rebuf %",
-        "compl",
-        "pane",
-        "rev",
-    ):
-        table.add_column(col)
-    for p in panes[-limit:]:
-        table.add_row(
-            iso_ms(p["window_start"])[5:16].replace("T", " "),
-            p["title_id"],
-            p["country"],
-            str(p["events"]),
-            str(p["plays"]),
-            str(p["viewers"]),
-            f"{p['watch_ms'] / 1000:,.0f}",
-            f"{100 * p['rebuffer_ratio']:.2f}",
-            str(p["completions"]),
-            p["pane"],
-            str(p["revision"]),
-        )
-    console.print(table)
 
 
 def late(
@@ -367,47 +312,9 @@ def late(
     limit: Annotated[int, typer.Option(min=1, help="Rows shown in the table.")] = 40,
 ) -> None:
     """Events the job could not count because their window had closed, and how late."""
-    from pipeline.results import read_late_events
-
-    s = with_broker(ctx)
-    if wait:
-        _wait(s, timeout)
-    rows = read_late_events(s)
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    table = Table(
-        title=f"{len(rows)} late events on {s.late_events_topic}",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        pad_edge=False,
+    reports.show_late(
+        with_broker(ctx), console, as_json=as_json, wait_s=timeout if wait else None, limit=limit
     )
-    for col in (
-        "event time",
-        "title",
-        "country",
-        "type",
-        "window",
-        "watermark",
-        "late by",
-        "partition",
-        "offset",
-    ):
-        table.add_column(col)
-    for r in rows[-limit:]:
-        e = r["event"]
-        table.add_row(
-            iso_ms(e["event_time"]),
-            e["title_id"],
-            e["country"],
-            e["event_type"],
-            iso_ms(r["window_start"]),
-            iso_ms(r["watermark"]),
-            f"{r['lateness_ms'] / 1000:,.1f}s",
-            str(r["source_partition"]),
-            str(r["source_offset"]),
-        )
-    console.print(table)
 
 
 def watch(
@@ -418,7 +325,7 @@ def watch(
 ) -> None:
     """Live view: watermark per partition vs the wall clock, open windows, latest panes,
     late and dead-letter counters."""
-    from sandbox.stream_view import watch_job
+    from sandbox.views.watch import watch_job
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live view ends
         watch_job(with_broker(ctx), console=console, seconds=seconds)

@@ -8,8 +8,8 @@
 5. an injection: events five minutes late, which the job sets aside on the late topic;
 6. the weekly Top-10 for last week, computed from the lake.
 
-Each step calls the same code as the command a learner would type for it (shown in the
-step's title), so the demo is also a tour of the CLI.
+Each step calls the same functions as the command a learner would type for it (shown in
+the step's title; sandbox/reports.py and the library), so the demo is also a tour of the CLI.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import typer
 from rich.console import Console
 
 from config.clock import DAY_MS, now_ms
@@ -27,7 +26,8 @@ from config.errors import SandboxError
 from config.settings import Settings
 from infra import stack
 from producers.run import ProduceRequest, publish_catalog, run_produce
-from sandbox.flow_view import watch_flow
+from sandbox import reports
+from sandbox.views.flow import watch_flow
 
 DEMO_COUNTRIES = ("US", "GB", "BR", "IN", "JP")
 BACKFILL_CLIENTS = 10  # ~100k events over a week: about half a minute for the stream job
@@ -41,12 +41,7 @@ def previous_week(today: date) -> tuple[str, int]:
     return f"{year}-W{week:02d}", int(start.timestamp() * 1000)
 
 
-def run_demo(
-    ctx: typer.Context, settings: Settings, *, seconds: float, rate: float, console: Console
-) -> None:
-    from sandbox.commands_lake import top10
-    from sandbox.commands_stream import late, results
-
+def run_demo(settings: Settings, *, seconds: float, rate: float, console: Console) -> None:
     today = datetime.now(tz=UTC).date()
     week, monday_ms = previous_week(today)
 
@@ -94,7 +89,7 @@ def run_demo(
         "Panes of 1-minute event-time windows per (title, country); last week's "
         "windows fired as the job's watermark moved through the back-fill."
     )
-    results(ctx, as_json=False, wait=True, timeout=300.0, limit=12)
+    reports.show_panes(settings, console, wait_s=300.0, limit=12)
 
     console.rule(
         "[bold]5. Inject 20 events 5 minutes late[/]  "
@@ -116,22 +111,13 @@ def run_demo(
         "(the allowed lateness) before the watermark, so the job leaves its panes "
         "unchanged and sends the events to the late topic, with how late they were:"
     )
-    late(ctx, as_json=False, wait=True, timeout=120.0, limit=8)
+    reports.show_late(settings, console, wait_s=120.0, limit=8)
 
     console.rule(
         f"[bold]6. Weekly Top-10 for {week} from the Iceberg lake[/]  "
         f"(sandbox top10 --week {week} --show --wait)"
     )
-    top10(
-        ctx,
-        week=week,
-        country=None,
-        show=True,
-        as_json=False,
-        wait=True,
-        wait_timeout=300.0,
-        local_week=False,
-    )
+    reports.run_top10(settings, console, week=week, show=True, wait_s=300.0)
 
     console.rule()
     console.print(

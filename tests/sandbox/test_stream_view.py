@@ -7,7 +7,7 @@ from rich.console import Console
 
 from config.settings import Settings
 from pipeline.results import merge_status
-from sandbox.stream_view import render
+from sandbox.views.watch import render
 
 pytestmark = pytest.mark.unit
 
