@@ -121,6 +121,17 @@ def test_the_image_is_built_from_the_package() -> None:
     assert "FROM python:3.11-slim" in dockerfile
 
 
+def test_the_image_copies_every_package_the_wheel_has() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (REPO / "Dockerfile").read_text(), re.M))
+    assert packages == copied
+
+
 def test_make_images_covers_every_image_the_route_uses(compose: dict[str, Any]) -> None:
     import subprocess
 

@@ -123,3 +123,29 @@ def test_an_unreachable_catalog_is_one_line() -> None:
     assert result.returncode == 1, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot be reached" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "up", "down"])
+def test_a_state_directory_that_cannot_be_one_is_one_line(tmp_path: Path, command: str) -> None:
+    import os
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {
+        **os.environ,
+        "SANDBOX_STATE_DIR": str(blocker / "state"),
+        "SANDBOX_KAFKA_PORT": str(_closed_port()),
+    }
+    result = run(command, env=env)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Not a directory" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_week_that_does_not_exist_is_a_usage_error() -> None:
+    result = run("top10", "--week", "2026-W99")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.strip().splitlines() == [
+        "sandbox top10: error: '2026-W99': Invalid week: 99 (see sandbox top10 --help)"
+    ]
