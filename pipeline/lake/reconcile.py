@@ -7,7 +7,7 @@ must satisfy::
     batch (playback_events) = stream (latest pane) + late (late_events) + invalid
 
 where *invalid* are events the stream job rejects to the dead-letter topic but the sink keeps
-(unknown title or country, negative durations: the rules of pipeline/validate.py). A key whose
+(:func:`pipeline.validate.invalid_mask`: the very rules of stage 1). A key whose
 window the stream has not closed yet (window_end > the highest pane watermark) is *pending*.
 Anything left is *unexplained* and listed. Client duplicates (same event_id at different
 offsets) are counted by both sides and reported; sink duplicates (the same Kafka offset twice)
@@ -30,12 +30,19 @@ from pyiceberg.catalog import Catalog
 from config.settings import Settings
 from pipeline.lake.tables import LATE_EVENTS, PLAYBACK_EVENTS, VIEWING_METRICS, ensure_table
 from pipeline.lake.titles import ensure_titles
-from schemas.catalog import COUNTRY_TIMEZONES
+from pipeline.validate import REQUIRED_IDS, TitleIndex, invalid_mask
 
 METRICS = ("events", "plays", "watch_ms", "rebuffer_ms")
 Key = tuple[int, str, str]  # (window_start_ms, title_id, country)
 Counts = tuple[int, int, int, int]  # METRICS, in order
 ZERO: Counts = (0, 0, 0, 0)
+
+#: "Now" of the future-event-time rule. Stage 1 compares event_time with its wall clock at the
+#: moment it reads the event, and playback_events keeps no time of that moment (sent_time is
+#: the device's clock; kafka_partition/offset are positions). A "now" far in the future keeps
+#: the rule from calling any row invalid on a guess: an event stage 1 dead-lettered only for
+#: being too far ahead of its clock is listed as unexplained (or pending), not explained away.
+NO_STAGE1_CLOCK_MS = int(datetime(9999, 1, 1, tzinfo=UTC).timestamp()) * 1000
 
 
 def _add(a: Counts, b: Counts) -> Counts:
@@ -160,14 +167,12 @@ def _aggregate(data: pa.Table, size_ms: int, time_col: str) -> dict[Key, Counts]
     }
 
 
-def invalid_mask(data: pa.Table, titles: set[str]) -> pa.Array:
-    """Rows the stream job's validation (pipeline/validate.py) would reject."""
-    unknown_title = pc.invert(pc.is_in(data["title_id"], value_set=pa.array(sorted(titles))))
-    unknown_country = pc.invert(
-        pc.is_in(data["country"], value_set=pa.array(sorted(COUNTRY_TIMEZONES)))
+def _title_index(settings: Settings, catalog: Catalog) -> TitleIndex:
+    """The catalog stage 1 validates against, from the lake's titles table."""
+    t = ensure_titles(settings, catalog).scan(
+        selected_fields=("title_id", "runtime_ms", "countries")
     )
-    negative = pc.or_(pc.less(data["watched_ms"], 0), pc.less(data["buffer_ms"], 0))
-    return pc.or_(pc.or_(unknown_title, unknown_country), negative)
+    return TitleIndex.from_records(t.to_arrow().to_pylist())
 
 
 def run_reconcile(settings: Settings, catalog: Catalog, from_ms: int, to_ms: int) -> Reconciliation:
@@ -178,19 +183,18 @@ def run_reconcile(settings: Settings, catalog: Catalog, from_ms: int, to_ms: int
     events = ensure_table(catalog, ns, PLAYBACK_EVENTS)
     panes_t = ensure_table(catalog, ns, VIEWING_METRICS)
     late_t = ensure_table(catalog, ns, LATE_EVENTS)
-    titles = set(
-        ensure_titles(settings, catalog)
-        .scan(selected_fields=("title_id",))
-        .to_arrow()["title_id"]
-        .to_pylist()
-    )
+    titles = _title_index(settings, catalog)
     where = f"event_time >= '{_iso(lo)}' AND event_time < '{_iso(hi)}'"
     fields = ("event_time", "title_id", "country", "event_type", "watched_ms", "buffer_ms")
-    data = events.scan(
-        row_filter=where,
-        selected_fields=(*fields, "event_id", "kafka_partition", "kafka_offset"),
-    ).to_arrow()
-    bad = invalid_mask(data, titles) if data.num_rows else pa.array([], pa.bool_())
+    checked = (*REQUIRED_IDS, "position_ms")  # the other columns validate() reads
+    scanned = dict.fromkeys((*fields, *checked, "kafka_partition", "kafka_offset"))  # deduped
+    data = events.scan(row_filter=where, selected_fields=tuple(scanned)).to_arrow()
+    bad = invalid_mask(
+        data,
+        titles,
+        now_ms=NO_STAGE1_CLOCK_MS,
+        max_future_ms=settings.max_event_future_ms,
+    )
     batch = _aggregate(data.select(list(fields)), size, "event_time")
     invalid = _aggregate(data.filter(bad).select(list(fields)), size, "event_time")
     late_rows = late_t.scan(row_filter=where, selected_fields=fields).to_arrow()
