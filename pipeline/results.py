@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from config.settings import Settings
 from kafka_io.reader import make_consumer, read_messages
+from schemas.panes import latest_revisions
 from schemas.topics import codec
 
 __all__ = [
@@ -50,13 +51,7 @@ def read_panes(settings: Settings, timeout_s: float = 30.0) -> list[dict[str, An
 def latest_panes(panes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The highest revision per (window_start, title_id, country): what an upserting sink
     holds. Sorted by window start, title, country."""
-    best: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for pane in panes:
-        key = (pane["window_start"], pane["title_id"], pane["country"])
-        held = best.get(key)
-        if held is None or pane["revision"] >= held["revision"]:
-            best[key] = pane
-    return [best[k] for k in sorted(best)]
+    return latest_revisions(panes)
 
 
 def read_late_events(settings: Settings, timeout_s: float = 30.0) -> list[dict[str, Any]]:

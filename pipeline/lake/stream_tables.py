@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from pyiceberg.table import Table
 
 from pipeline.lake.tables import LATE_EVENTS, TS, VIEWING_METRICS, columns_table, replace
+from schemas.panes import latest_revisions as latest_records
 
 PANE_KEY = ("window_start", "title_id", "country")
 
@@ -25,12 +26,7 @@ def _ts(values: Iterable[int]) -> pa.Array:
 def panes_arrow(records: list[dict[str, Any]]) -> pa.Table:
     """viewing_metric.v1 records (timestamps as epoch ms) -> viewing_metrics' schema,
     only the highest revision of each key."""
-    latest: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for r in records:
-        key = (r["window_start"], r["title_id"], r["country"])
-        if key not in latest or r["revision"] >= latest[key]["revision"]:
-            latest[key] = r
-    rows = [latest[k] for k in sorted(latest)]
+    rows = latest_records(records)
 
     def col(name: str, typ: pa.DataType) -> pa.Array:
         return pa.array([r[name] for r in rows], typ)
