@@ -25,7 +25,7 @@ from config.settings import Settings
 from infra import stack
 from infra.kafka import BrokerError
 from sandbox import commands_chaos, commands_lake, commands_stream
-from sandbox.options import duration_ms, settings_of, with_broker
+from sandbox.options import check_broker, duration_ms, settings_of, with_broker
 
 app = typer.Typer(
     name="sandbox",
@@ -186,7 +186,7 @@ def produce(
     """Run simulated clients: real time at --rate, or --backfill a past span as fast as possible."""
     from producers.run import ProduceRequest, parse_countries, parse_start, run_produce
 
-    settings = with_broker(ctx)
+    settings = settings_of(ctx)
     if events is None and duration is None:
         raise UsageError("give --events N and/or --duration D (e.g. --duration 30s)")
     try:
@@ -203,7 +203,7 @@ def produce(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    summary = run_produce(settings, request, console=console if progress else None)
+    summary = run_produce(check_broker(settings), request, console=console if progress else None)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from config.clock import iso_ms, now_ms
 from sandbox import reports
-from sandbox.options import duration_ms, with_broker
+from sandbox.options import check_broker, duration_ms, settings_of, with_broker
 
 console = Console()
 
@@ -72,7 +72,7 @@ def worker(
     log_level: Annotated[str, typer.Option(help="Faust log level.")] = "WARNING",
 ) -> None:
     """Run the stream job (Faust) in the foreground until Ctrl-C."""
-    settings = with_broker(ctx)
+    settings = settings_of(ctx)
     update: dict[str, Any] = {}
     if window is not None:
         update["window_size_ms"] = duration_ms(window, "--window")
@@ -88,7 +88,7 @@ def worker(
         raise typer.BadParameter("one of DEBUG, INFO, WARNING, ERROR", param_hint="--log-level")
     from pipeline.stream_job import run_worker
 
-    run_worker(settings.model_copy(update=update), loglevel=log_level.upper())
+    run_worker(check_broker(settings.model_copy(update=update)), loglevel=log_level.upper())
 
 
 # ------------------------------------------------------------------------------- inject

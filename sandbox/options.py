@@ -16,9 +16,16 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 def with_broker(ctx: typer.Context) -> Settings:
     """settings_of(ctx), once a broker answers at its bootstrap address (else one line, exit 1)."""
+    return check_broker(settings_of(ctx))
+
+
+def check_broker(settings: Settings) -> Settings:
+    """``settings``, once a broker answers at its bootstrap address (else one line, exit 1).
+
+    A command checks its arguments first: a bad one is a usage error whether or not a
+    broker runs."""
     from kafka_io.admin import require_broker
 
-    settings = settings_of(ctx)
     if settings.stack == "compose":
         hint = "is the compose stack up (`docker compose up -d`)?"
     else:

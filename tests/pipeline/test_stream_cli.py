@@ -13,6 +13,7 @@ from config.settings import Settings
 from infra.kafka import KafkaConfig
 from infra.stack import settings_env
 from pipeline.results import read_status
+from kafka_io.ports import free_port
 from sandbox.cli import main
 
 
@@ -36,8 +37,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     ids=lambda a: " ".join(a),
 )
 def test_bad_arguments_are_one_line_and_exit_2(
-    capsys: pytest.CaptureFixture[str], argv: list[str]
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
 ) -> None:
+    # No broker at all: a bad argument is a usage error before anything is reached.
+    monkeypatch.setenv("SANDBOX_KAFKA_PORT", str(free_port()))
     code, _out, err = run(capsys, *argv)
     assert code == 2
     assert err.count("\n") == 1 and "error:" in err

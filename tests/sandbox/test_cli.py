@@ -55,7 +55,10 @@ def test_every_command_has_help(path: list[str]) -> None:
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(args: list[str], says: str) -> None:
-    result = run(*args)
+    import os
+
+    # No broker at all: a bad argument is a usage error before anything is reached.
+    result = run(*args, env={**os.environ, "SANDBOX_KAFKA_PORT": str(_closed_port())})
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
