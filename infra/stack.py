@@ -117,7 +117,6 @@ class Service:
 
     name: str
     command: list[str]  # arguments after `sandbox`, e.g. ["worker"]
-    healthy: Callable[[Settings], bool] = lambda _s: True
 
 
 # Appended by the stream job and the lake sink, in start order.
@@ -229,7 +228,7 @@ def status(settings: Settings) -> dict[str, Any]:
             ComponentStatus(
                 service.name,
                 running=srec is not None,
-                healthy=srec is not None and reachable and service.healthy(settings),
+                healthy=srec is not None and reachable,
                 pid=srec.pid if srec else None,
                 detail={"log": srec.log_path if srec else None},
             )
