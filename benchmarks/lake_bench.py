@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import multiprocessing as mp
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pyarrow as pa
 
@@ -29,13 +31,14 @@ from infra.kafka import temporary_broker
 from infra.stack import topic_plan
 from kafka_io.admin import ensure_topics
 from kafka_io.publisher import Publisher
-from pipeline.lake import duckdb_check
 from pipeline.lake.catalog import open_catalog
+from pipeline.lake.commit import stored_offsets
+from pipeline.lake.config import BatchConfig, LakeConfig, SinkConfig
+from pipeline.lake.events_sink import LakeSink, events_arrow, high_watermarks
 from pipeline.lake.ranking import rank_top
-from pipeline.lake.sink import LakeSink, events_arrow, high_watermarks, stored_offsets
 from pipeline.lake.tables import PLAYBACK_EVENTS, TITLES, ensure_table
 from pipeline.lake.titles import sync_titles
-from pipeline.lake.top10 import Top10Request, aggregate, load_titles, run_top10, scan_week
+from pipeline.lake.top10 import Top10Request, aggregate, read_titles_table, run_top10, scan_week
 from pipeline.lake.weeks import week_bounds_ms
 from producers.simulator import Simulator, key_for
 from schemas.catalog import load_catalog
@@ -45,8 +48,18 @@ REPO = Path(__file__).resolve().parents[1]
 WEEK = "2026-W47"
 
 
+def _duckdb_check() -> ModuleType:
+    """tests/support/duckdb_check.py, the second engine of the lake tests (not shipped)."""
+    path = REPO / "tests" / "support" / "duckdb_check.py"
+    spec = importlib.util.spec_from_file_location("duckdb_check", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _run_sink(settings: Settings, high: dict[int, int]) -> None:
-    sink = LakeSink(settings, sync_titles_on_start=False)
+    sink = LakeSink(SinkConfig.from_settings(settings), sync_titles_on_start=False)
 
     def done(s: LakeSink) -> bool:
         stored = stored_offsets(s.events, settings.events_topic)
@@ -73,14 +86,15 @@ def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[s
             pub.flush(120)
         produce_s = time.perf_counter() - t0
         del pub  # no producer left talking to the broker after it stops
-        high = high_watermarks(settings)
+        high = high_watermarks(settings.bootstrap_servers, settings.events_topic)
         out: dict[str, float] = {"events": n_events, "produce_s": produce_s}
         for n_sinks in sink_counts:
             # A fresh table per run: same topic, new catalog state directory.
             run_settings = settings.model_copy(
                 update={"state_dir": tmp / f"sink-{n_sinks}" / ".sandbox"}
             )
-            open_catalog(run_settings)  # create namespace + WAL before the sinks race
+            lake = LakeConfig.from_settings(run_settings)
+            open_catalog(lake)  # create namespace + WAL before the sinks race
             ctx = mp.get_context("spawn")
             t0 = time.perf_counter()
             procs = [
@@ -91,9 +105,7 @@ def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[s
             for proc in procs:
                 proc.join()
             elapsed = time.perf_counter() - t0
-            table = ensure_table(
-                open_catalog(run_settings), run_settings.catalog_namespace, PLAYBACK_EVENTS
-            )
+            table = ensure_table(open_catalog(lake), lake.namespace, PLAYBACK_EVENTS)
             rows = table.scan(selected_fields=("kafka_offset",)).count()
             assert rows == n_events, (rows, n_events)
             snaps = sorted(table.snapshots(), key=lambda x: x.timestamp_ms)
@@ -123,9 +135,10 @@ def _simulate_day(task: tuple[int, int, tuple[str, ...], float]) -> pa.Table:
 
 
 def fill_week(settings: Settings, target_events: int) -> tuple[int, float]:
-    catalog = open_catalog(settings)
-    sync_titles(settings, catalog, use_topic=False)
-    table = ensure_table(catalog, settings.catalog_namespace, PLAYBACK_EVENTS)
+    lake = LakeConfig.from_settings(settings)
+    catalog = open_catalog(lake)
+    sync_titles(catalog, lake.namespace, None)
+    table = ensure_table(catalog, lake.namespace, PLAYBACK_EVENTS)
     lo, _ = week_bounds_ms(WEEK)
     countries = load_catalog().countries
     groups = (countries[0::2], countries[1::2])
@@ -154,19 +167,22 @@ def fill_week(settings: Settings, target_events: int) -> tuple[int, float]:
 def bench_top10(tmp: Path, target_events: int, repeats: int = 3) -> dict[str, float]:
     settings = Settings(state_dir=tmp / "week" / ".sandbox")
     n, fill_s = fill_week(settings, target_events)
-    catalog = open_catalog(settings)
-    events = catalog.load_table((settings.catalog_namespace, PLAYBACK_EVENTS.name))
-    titles_t = catalog.load_table((settings.catalog_namespace, TITLES.name))
+    config = BatchConfig.from_settings(settings)
+    ns = config.lake.namespace
+    catalog = open_catalog(config.lake)
+    events = catalog.load_table((ns, PLAYBACK_EVENTS.name))
+    titles_t = catalog.load_table((ns, TITLES.name))
     lo, hi = week_bounds_ms(WEEK)
     request = Top10Request(WEEK)
 
     def ours_compute() -> int:
         data, _ = scan_week(events, request, events.current_snapshot().snapshot_id)
-        return len(rank_top(aggregate(data), load_titles(settings, catalog)).rows)
+        return len(rank_top(aggregate(data), read_titles_table(catalog, ns, None)).rows)
 
     def ours_full() -> int:
-        return run_top10(settings, catalog, request).rows.num_rows
+        return run_top10(config, catalog, request).rows.num_rows
 
+    duckdb_check = _duckdb_check()
     con = duckdb_check.connect()
 
     def theirs() -> int:

@@ -73,7 +73,7 @@ def bench_limit(bootstrap: str, topic: str, evs: list[dict]) -> float:
 
 def _full(settings: Settings, n: int, seed: int) -> dict:
     request = ProduceRequest(events=n, backfill_start_ms=START_MS, clients=1000, seed=seed)
-    return run_produce(settings, request)
+    return run_produce(settings.bootstrap_servers, settings.events_topic, request)
 
 
 def bench_full(settings: Settings, n: int, processes: int) -> float:

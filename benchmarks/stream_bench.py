@@ -40,7 +40,8 @@ from infra.stack import settings_env, topic_plan
 from kafka_io.admin import ensure_topics
 from kafka_io.publisher import Publisher
 from kafka_io.reader import make_consumer, read_messages
-from pipeline.results import merge_status, wait_caught_up
+from pipeline.stream.readback import merge_status, wait_caught_up
+from pipeline.stream.records import status_key
 from producers.run import publish_catalog
 from producers.simulator import Simulator, key_for
 from schemas.catalog import load_catalog
@@ -141,7 +142,7 @@ def status_history(settings: Settings) -> list[dict]:
     its workers published (each publishes one a second), oldest first."""
     consumer = make_consumer(settings.bootstrap_servers, f"bench-status-{uuid.uuid4().hex[:6]}")
     consumer.subscribe([settings.job_status_topic])
-    prefix = f"{settings.stream_job_id}/".encode()
+    prefix = status_key(settings.stream_job_id, "")
     latest: dict[bytes, dict] = {}
     out = []
     for m in read_messages(consumer, timeout_s=30, stop_at_end=True):
@@ -292,7 +293,7 @@ def main() -> None:
     try:
         fill(settings, n, args.seed)
         ensure_topics(settings.bootstrap_servers, topic_plan(settings))
-        publish_catalog(settings)
+        publish_catalog(settings.bootstrap_servers, settings.titles_topic)
         rates: dict[str, float] = {}
         rates["(a) plain confluent-kafka + fastavro decode"] = bench_plain(settings, n)
         print(f"(a) done: {rates['(a) plain confluent-kafka + fastavro decode']:,.0f}/s")

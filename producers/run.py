@@ -22,7 +22,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from config.clock import now_ms
 from config.errors import SandboxError
-from config.settings import Settings
 from kafka_io.publisher import Publisher
 from producers.simulator import Simulator, key_for
 from schemas.catalog import load_catalog
@@ -78,14 +77,14 @@ def parse_start(text: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def publish_catalog(settings: Settings) -> int:
+def publish_catalog(bootstrap: str, titles_topic: str) -> int:
     """Every title to the compacted titles topic, keyed by title_id; returns the count."""
     catalog = load_catalog()
     codec = titles_codec()
-    with Publisher(settings.bootstrap_servers) as pub:
+    with Publisher(bootstrap) as pub:
         for title in catalog.titles:
             pub.send(
-                settings.titles_topic,
+                titles_topic,
                 codec.encode(catalog.to_record(title)),
                 title.title_id.encode(),
             )
@@ -113,7 +112,7 @@ def simulate(request: ProduceRequest, seed: int, start_ms: int) -> Iterator[dict
 
 
 def run_produce(
-    settings: Settings, request: ProduceRequest, console: Console | None = None
+    bootstrap: str, topic: str, request: ProduceRequest, console: Console | None = None
 ) -> dict[str, Any]:
     seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
     wall_start_ms = now_ms()
@@ -121,11 +120,10 @@ def run_produce(
     start_ms = wall_start_ms if request.backfill_start_ms is None else request.backfill_start_ms
     events = simulate(request, seed, start_ms)
     codec = events_codec()
-    topic = settings.events_topic
     interrupted = False
     started = time.perf_counter()
     with ExitStack() as stack:
-        pub = stack.enter_context(Publisher(settings.bootstrap_servers))
+        pub = stack.enter_context(Publisher(bootstrap))
         truth = None
         if request.ground_truth:
             from producers.ground_truth import GroundTruthWriter

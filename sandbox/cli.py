@@ -85,14 +85,17 @@ def up(
         if catalog not in ("sql", "rest"):
             raise typer.BadParameter("sql or rest", param_hint="--catalog")
         settings = settings.model_copy(update={"catalog_type": catalog})
+    from pipeline.lake.config import LakeConfig, TitlesSource
     from pipeline.lake.setup import prepare_lake
     from producers.run import publish_catalog
 
     with console.status("starting the local stack (first run fetches the jars)..."):
         lines = stack.up(settings, services=False)
-        n = publish_catalog(settings)
+        n = publish_catalog(settings.bootstrap_servers, settings.titles_topic)
         lines.append(f"titles: {n} titles published to {settings.titles_topic}")
-        lines += prepare_lake(settings)
+        lines += prepare_lake(
+            LakeConfig.from_settings(settings), TitlesSource.from_settings(settings)
+        )
         if services:  # once the tables exist
             lines += [stack.start_service(settings, service) for service in stack.SERVICES]
     for line in lines:
@@ -203,7 +206,13 @@ def produce(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    summary = run_produce(check_broker(settings), request, console=console if progress else None)
+    check_broker(settings)
+    summary = run_produce(
+        settings.bootstrap_servers,
+        settings.events_topic,
+        request,
+        console=console if progress else None,
+    )
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -36,12 +36,13 @@ def sink(
     ] = False,
 ) -> None:
     """Run the Kafka -> Iceberg sink in the foreground (Ctrl-C commits the batch and exits)."""
-    from pipeline.lake.sink import LakeSink
+    from pipeline.lake.config import SinkConfig
+    from pipeline.lake.events_sink import LakeSink
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = with_broker(ctx)
     with reports.kafka_client_errors():
-        lake_sink = LakeSink(settings)
+        lake_sink = LakeSink(SinkConfig.from_settings(settings))
     console.print(
         f"sink: {settings.events_topic} -> {settings.catalog_namespace}.playback_events "
         f"(batches of {settings.sink_batch_rows} rows / {settings.sink_batch_ms} ms); Ctrl-C stops"
@@ -51,9 +52,9 @@ def sink(
     if stream_outputs:
         import threading
 
-        from pipeline.lake.stream_sink import StreamOutputSink
+        from pipeline.lake.outputs_sink import StreamOutputSink
 
-        outputs = StreamOutputSink(settings, lake_sink.catalog)
+        outputs = StreamOutputSink(lake_sink.config, lake_sink.catalog)
         thread = threading.Thread(target=outputs.run, name="lake-stream-outputs", daemon=True)
         thread.start()
     try:
@@ -125,6 +126,7 @@ def reconcile(
     from typer._click.exceptions import UsageError
 
     from pipeline.lake.catalog import open_catalog
+    from pipeline.lake.config import BatchConfig
     from pipeline.lake.reconcile import run_reconcile
     from producers.run import parse_start
 
@@ -136,7 +138,8 @@ def reconcile(
     if hi <= lo:
         raise UsageError("--to must be after --from")
     with reports.kafka_client_errors():
-        result = run_reconcile(settings, open_catalog(settings), lo, hi)
+        config = BatchConfig.from_settings(settings)
+        result = run_reconcile(config, open_catalog(config.lake), lo, hi)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

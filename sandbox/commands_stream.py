@@ -86,7 +86,7 @@ def worker(
         update["idle_timeout_ms"] = duration_ms(idle_timeout, "--idle-timeout")
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter("one of DEBUG, INFO, WARNING, ERROR", param_hint="--log-level")
-    from pipeline.stream_job import run_worker
+    from pipeline.stream.app import run_worker
 
     run_worker(check_broker(settings.model_copy(update=update)), loglevel=log_level.upper())
 

@@ -48,7 +48,8 @@ def run_demo(settings: Settings, *, seconds: float, rate: float, console: Consol
     console.rule("[bold]1. Start the stack[/]  (sandbox up)")
     for line in stack.up(settings):
         console.print(line)
-    console.print(f"titles: {publish_catalog(settings)} published to {settings.titles_topic}")
+    titles = publish_catalog(settings.bootstrap_servers, settings.titles_topic)
+    console.print(f"titles: {titles} published to {settings.titles_topic}")
 
     console.rule(
         f"[bold]2. Back-fill last week, {week}[/]  (sandbox produce --backfill ... --duration 7d)"
@@ -58,7 +59,8 @@ def run_demo(settings: Settings, *, seconds: float, rate: float, console: Consol
         console.print(f"{week} was back-filled by an earlier demo run; not sending it twice.")
     else:
         summary = run_produce(
-            settings,
+            settings.bootstrap_servers,
+            settings.events_topic,
             ProduceRequest(
                 duration_ms=7 * DAY_MS,
                 backfill_start_ms=monday_ms,
@@ -132,7 +134,9 @@ def live(settings: Settings, *, seconds: float, rate: float, console: Console) -
     request = ProduceRequest(duration_ms=round(seconds * 1000), rate=rate, clients=400)
     summary: dict[str, Any] = {}
     producer = threading.Thread(
-        target=lambda: summary.update(run_produce(settings, request, console=None)),
+        target=lambda: summary.update(
+            run_produce(settings.bootstrap_servers, settings.events_topic, request)
+        ),
         name="demo-producer",
         daemon=True,
     )

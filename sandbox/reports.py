@@ -16,7 +16,7 @@ from sandbox.views.tables import late_table, panes_table, top10_report, top10_ta
 
 def wait_for_job(settings: Settings, timeout_s: float) -> None:
     """Until the stream job has consumed the whole events topic, else one-line error."""
-    from pipeline.results import wait_caught_up
+    from pipeline.stream.readback import wait_caught_up
 
     lag = wait_caught_up(settings, timeout_s=timeout_s)
     if not lag.caught_up:
@@ -35,7 +35,7 @@ def show_panes(
     limit: int = 40,
 ) -> None:
     """The job's panes so far, latest revision each (after waiting for the job, if asked)."""
-    from pipeline.results import latest_panes, read_panes
+    from pipeline.stream.readback import latest_panes, read_panes
 
     if wait_s is not None:
         wait_for_job(settings, wait_s)
@@ -55,7 +55,7 @@ def show_late(
     limit: int = 40,
 ) -> None:
     """The events the job set aside as late (after waiting for the job, if asked)."""
-    from pipeline.results import read_late_events
+    from pipeline.stream.readback import read_late_events
 
     if wait_s is not None:
         wait_for_job(settings, wait_s)
@@ -93,7 +93,8 @@ def run_top10(
 
     ``week`` must already be a valid ISO week (the command checks it: a usage error)."""
     from pipeline.lake.catalog import open_catalog
-    from pipeline.lake.sink import wait_until_caught_up
+    from pipeline.lake.config import BatchConfig, SinkConfig
+    from pipeline.lake.events_sink import wait_until_caught_up
     from pipeline.lake.top10 import Top10Request
     from pipeline.lake.top10 import run_top10 as compute
 
@@ -101,10 +102,11 @@ def run_top10(
         week=week, country=country.upper() if country else None, local_week=local_week
     )
     with kafka_client_errors():
-        catalog = open_catalog(settings)
+        config = BatchConfig.from_settings(settings)
+        catalog = open_catalog(config.lake)
         if wait_s is not None:
-            wait_until_caught_up(settings, catalog, timeout_s=wait_s)
-        result = compute(settings, catalog, request)
+            wait_until_caught_up(SinkConfig.from_settings(settings), catalog, timeout_s=wait_s)
+        result = compute(config, catalog, request)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
         return

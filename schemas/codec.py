@@ -9,7 +9,8 @@ The fingerprint names the writer schema; the decoder finds it among the versions
 written by an old client resolves into today's shape (added fields take their defaults).
 
 Anything wrong with the bytes raises a :class:`DecodeError` subclass whose ``kind`` names the
-failure; callers route those records to the dead-letter topic (see ``pipeline/dead_letter.py``).
+failure; callers route those records to the dead-letter topic (see
+``pipeline/stream/dead_letter.py``).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ ROUTED = TopicRole(
     "routed",
     "routed_batch",
     key="the source partition number (UTF-8); the target partition is chosen from "
-    "(title_id, country) by pipeline.stream_step.route_partition. Internal to the stream "
+    "(title_id, country) by pipeline.stream.records.route_partition. Internal to the stream "
     "job: topic <job id>-routed",
     # Retention as the events topic (the broker's default, 7 days), not shorter: stage 1
     # commits its input once routed, so a routed record deleted before stage 2 read it

@@ -7,6 +7,7 @@ process), with a local ``file://<state_dir>/warehouse``. ``SANDBOX_CATALOG_URI``
 ``SANDBOX_CATALOG_URI`` (unset: the local server `sandbox up` starts from Maven jars,
 infra/catalog_server.py); nothing else changes. An ``s3://`` warehouse is reached with
 ``SANDBOX_S3_*`` (endpoint, credentials, region), path-style, on any S3-compatible server.
+Everything here reads a :class:`~pipeline.lake.config.LakeConfig`, not the whole settings.
 """
 
 from __future__ import annotations
@@ -17,50 +18,48 @@ from pathlib import Path
 
 from pyiceberg.catalog import Catalog, load_catalog
 
-from config.settings import Settings
+from pipeline.lake.config import LakeConfig
 from pipeline.lake.exceptions import CatalogConfigError, CatalogUnreachableError
 
 CATALOG_NAME = "sandbox"
 
 
-def warehouse_location(settings: Settings) -> str:
-    if settings.warehouse:
-        return settings.warehouse
-    return (settings.state_dir.resolve() / "warehouse").as_uri()
+def warehouse_location(lake: LakeConfig) -> str:
+    if lake.warehouse:
+        return lake.warehouse
+    return (lake.state_dir.resolve() / "warehouse").as_uri()
 
 
-def sqlite_path(settings: Settings) -> Path:
-    return settings.state_dir.resolve() / "catalog.db"
+def sqlite_path(lake: LakeConfig) -> Path:
+    return lake.state_dir.resolve() / "catalog.db"
 
 
-def rest_uri(settings: Settings) -> str:
+def rest_uri(lake: LakeConfig) -> str:
     """The REST catalog's URI: the one configured, else the local one `sandbox up` starts."""
-    return settings.catalog_uri or f"http://127.0.0.1:{settings.catalog_port}"
+    return lake.catalog_uri or f"http://127.0.0.1:{lake.rest_port}"
 
 
-def storage_properties(settings: Settings) -> dict[str, str]:
+def storage_properties(lake: LakeConfig) -> dict[str, str]:
     """pyiceberg's FileIO properties of an s3:// warehouse (path-style, any S3 server)."""
     props: dict[str, str] = {}
-    if settings.s3_endpoint:
-        props["s3.endpoint"] = settings.s3_endpoint
+    if lake.s3_endpoint:
+        props["s3.endpoint"] = lake.s3_endpoint
         props["s3.force-virtual-addressing"] = "false"
-    if settings.s3_access_key and settings.s3_secret_key:
-        props["s3.access-key-id"] = settings.s3_access_key
-        props["s3.secret-access-key"] = settings.s3_secret_key
+    if lake.s3_access_key and lake.s3_secret_key:
+        props["s3.access-key-id"] = lake.s3_access_key
+        props["s3.secret-access-key"] = lake.s3_secret_key
     if props:
-        props["s3.region"] = settings.s3_region
+        props["s3.region"] = lake.s3_region
     return props
 
 
-def open_catalog(settings: Settings) -> Catalog:
-    """The catalog the settings name, with the namespace ``settings.catalog_namespace``."""
+def open_catalog(lake: LakeConfig) -> Catalog:
+    """The catalog ``lake`` names, with its namespace ``lake.namespace`` created."""
     try:
-        catalog = _load(settings)
-        catalog.create_namespace_if_not_exists(settings.catalog_namespace)
+        catalog = _load(lake)
+        catalog.create_namespace_if_not_exists(lake.namespace)
     except OSError as exc:  # requests' connection errors are OSErrors too
-        where = (
-            rest_uri(settings) if settings.catalog_type == "rest" else warehouse_location(settings)
-        )
+        where = rest_uri(lake) if lake.catalog_type == "rest" else warehouse_location(lake)
         raise CatalogUnreachableError(
             f"the Iceberg catalog at {where} cannot be reached ({_first_line(exc)}); "
             "is the stack up (`sandbox status`)?"
@@ -68,25 +67,25 @@ def open_catalog(settings: Settings) -> Catalog:
     return catalog
 
 
-def _load(settings: Settings) -> Catalog:
-    if settings.catalog_type == "sql":
-        uri = settings.catalog_uri or f"sqlite:///{sqlite_path(settings)}"
+def _load(lake: LakeConfig) -> Catalog:
+    if lake.catalog_type == "sql":
+        uri = lake.catalog_uri or f"sqlite:///{sqlite_path(lake)}"
         if uri.startswith("sqlite:///"):
             _enable_wal(Path(uri.removeprefix("sqlite:///")))
-        warehouse = warehouse_location(settings)
+        warehouse = warehouse_location(lake)
         if warehouse.startswith("file://"):
             Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         return load_catalog(
-            CATALOG_NAME, type="sql", uri=uri, warehouse=warehouse, **storage_properties(settings)
+            CATALOG_NAME, type="sql", uri=uri, warehouse=warehouse, **storage_properties(lake)
         )
-    if settings.catalog_type == "rest":
+    if lake.catalog_type == "rest":
         _quiet_redundant_metadata_deletes()
-        props = {"type": "rest", "uri": rest_uri(settings), **storage_properties(settings)}
-        if settings.warehouse:
-            props["warehouse"] = settings.warehouse
+        props = {"type": "rest", "uri": rest_uri(lake), **storage_properties(lake)}
+        if lake.warehouse:
+            props["warehouse"] = lake.warehouse
         return load_catalog(CATALOG_NAME, **props)
     raise CatalogConfigError(
-        f"SANDBOX_CATALOG_TYPE={settings.catalog_type!r}: expected 'sql' or 'rest'"
+        f"SANDBOX_CATALOG_TYPE={lake.catalog_type!r}: expected 'sql' or 'rest'"
     )
 
 
@@ -125,19 +124,19 @@ def _enable_wal(path: Path) -> None:
         con.close()
 
 
-def ensure_bucket(settings: Settings) -> str | None:
+def ensure_bucket(lake: LakeConfig) -> str | None:
     """Create the bucket of an ``s3://`` warehouse if it is missing; returns its name."""
-    warehouse = warehouse_location(settings)
+    warehouse = warehouse_location(lake)
     if not warehouse.startswith("s3://"):
         return None
     from pyarrow import fs
 
     bucket = warehouse.removeprefix("s3://").split("/", 1)[0]
-    endpoint = settings.s3_endpoint or ""
+    endpoint = lake.s3_endpoint or ""
     s3 = fs.S3FileSystem(
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        region=settings.s3_region,
+        access_key=lake.s3_access_key,
+        secret_key=lake.s3_secret_key,
+        region=lake.s3_region,
         endpoint_override=endpoint.split("://", 1)[-1] or None,
         scheme=endpoint.split("://", 1)[0] if "://" in endpoint else "https",
         allow_bucket_creation=True,

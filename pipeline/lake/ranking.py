@@ -17,7 +17,9 @@ CATEGORIES = ("FILM", "TV")
 
 
 @dataclass(frozen=True, slots=True)
-class TitleInfo:
+class TitleRow:
+    """A title as the ranking reads it: one row of the lake's ``titles`` table."""
+
     title_id: str
     name: str
     category: str  # FILM | TV
@@ -61,7 +63,7 @@ class Ranking:
     unknown: tuple[Viewing, ...]  # viewing of a title_id not in the catalog
 
 
-def rank_top(viewing: Iterable[Viewing], titles: Mapping[str, TitleInfo], n: int = 10) -> Ranking:
+def rank_top(viewing: Iterable[Viewing], titles: Mapping[str, TitleRow], n: int = 10) -> Ranking:
     """Top ``n`` titles per (country, category) by hours viewed.
 
     Viewing of unknown titles, and of titles not available in the viewer's country, is

@@ -1,7 +1,7 @@
 """Stream/batch reconciliation: viewing_metrics (stream panes) vs a batch recomputation.
 
 For every (window_start, title_id, country) in [from, to), with windows of
-``settings.window_size_ms``, the additive metrics (events, plays, watch_ms, rebuffer_ms)
+``BatchConfig.window_size_ms``, the additive metrics (events, plays, watch_ms, rebuffer_ms)
 must satisfy::
 
     batch (playback_events) = stream (latest pane) + late (late_events) + invalid
@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 
-from config.settings import Settings
+from pipeline.lake.config import BatchConfig, TitlesSource
 from pipeline.lake.tables import LATE_EVENTS, PLAYBACK_EVENTS, VIEWING_METRICS, ensure_table
 from pipeline.lake.titles import ensure_titles
 from pipeline.validate import REQUIRED_IDS, TitleIndex, invalid_mask
@@ -167,23 +167,25 @@ def _aggregate(data: pa.Table, size_ms: int, time_col: str) -> dict[Key, Counts]
     }
 
 
-def _title_index(settings: Settings, catalog: Catalog) -> TitleIndex:
+def _title_index(catalog: Catalog, namespace: str, source: TitlesSource | None) -> TitleIndex:
     """The catalog stage 1 validates against, from the lake's titles table."""
-    t = ensure_titles(settings, catalog).scan(
+    t = ensure_titles(catalog, namespace, source).scan(
         selected_fields=("title_id", "runtime_ms", "countries")
     )
     return TitleIndex.from_records(t.to_arrow().to_pylist())
 
 
-def run_reconcile(settings: Settings, catalog: Catalog, from_ms: int, to_ms: int) -> Reconciliation:
+def run_reconcile(
+    config: BatchConfig, catalog: Catalog, from_ms: int, to_ms: int
+) -> Reconciliation:
     """Reconcile the windows starting in [from_ms, to_ms) (aligned to the window size)."""
-    size = settings.window_size_ms
+    size = config.window_size_ms
     lo, hi = from_ms // size * size, -(-to_ms // size) * size
-    ns = settings.catalog_namespace
+    ns = config.lake.namespace
     events = ensure_table(catalog, ns, PLAYBACK_EVENTS)
     panes_t = ensure_table(catalog, ns, VIEWING_METRICS)
     late_t = ensure_table(catalog, ns, LATE_EVENTS)
-    titles = _title_index(settings, catalog)
+    titles = _title_index(catalog, ns, config.titles)
     where = f"event_time >= '{_iso(lo)}' AND event_time < '{_iso(hi)}'"
     fields = ("event_time", "title_id", "country", "event_type", "watched_ms", "buffer_ms")
     checked = (*REQUIRED_IDS, "position_ms")  # the other columns validate() reads
@@ -193,7 +195,7 @@ def run_reconcile(settings: Settings, catalog: Catalog, from_ms: int, to_ms: int
         data,
         titles,
         now_ms=NO_STAGE1_CLOCK_MS,
-        max_future_ms=settings.max_event_future_ms,
+        max_future_ms=config.max_event_future_ms,
     )
     batch = _aggregate(data.select(list(fields)), size, "event_time")
     invalid = _aggregate(data.filter(bad).select(list(fields)), size, "event_time")

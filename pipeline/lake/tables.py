@@ -58,7 +58,7 @@ TABLE_PROPERTIES = {
 #: Tables whose snapshots carry Kafka offsets: pyiceberg must not retry a conflicting commit
 #: by itself. Its retry re-applies the append on top of the other writer's snapshot with the
 #: *old* snapshot properties, so the offsets map would lose the other writer's progress. The
-#: sink retries instead, re-reading and re-merging the stored offsets (pipeline/lake/sink.py).
+#: sink retries instead, re-reading and re-merging the stored offsets (pipeline/lake/commit.py).
 SINK_TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 
 
@@ -310,10 +310,6 @@ def load(catalog: Catalog, namespace: str, spec: TableSpec) -> Table:
         raise TableMissingError(
             f"table {namespace}.{spec.name} does not exist yet (start `sandbox sink`)"
         ) from exc
-
-
-def empty(spec: TableSpec) -> pa.Table:
-    return spec.arrow_schema().empty_table()
 
 
 def columns_table(spec: TableSpec, columns: Sequence[pa.Array]) -> pa.Table:

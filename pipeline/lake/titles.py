@@ -1,8 +1,9 @@
 """The title dimension: the ``titles`` table, filled from the compacted titles topic.
 
 Source of truth is the compacted titles topic (latest record per title_id), read to its end.
-If that topic is empty or missing (a lake built without `sandbox up`, a benchmark), the
-packaged catalog (``schemas.catalog``) is used instead; the snapshot property
+If that topic is empty or missing (a lake built without `sandbox up`), or no source is given
+(``None``: tests, a benchmark), the packaged catalog (``schemas.catalog``) is used instead;
+the snapshot property
 ``titles.source`` says which. The table is replaced only when its content changes, so a
 sink restart does not add a snapshot.
 """
@@ -19,8 +20,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.table import Table
 
-from config.settings import Settings
 from kafka_io.reader import make_consumer, read_messages
+from pipeline.lake.config import TitlesSource
 from pipeline.lake.tables import TITLES, columns_table, ensure_table, replace
 from schemas.catalog import load_catalog
 from schemas.codec import DecodeError
@@ -29,15 +30,15 @@ from schemas.topics import titles_codec
 _EPOCH = date(1970, 1, 1)
 
 
-def titles_from_topic(settings: Settings, timeout_s: float = 10.0) -> list[dict]:
+def titles_from_topic(source: TitlesSource, timeout_s: float = 10.0) -> list[dict]:
     """Latest title record per title_id on the titles topic (empty if none)."""
     consumer = make_consumer(
-        settings.bootstrap_servers, f"lake-titles-{uuid.uuid4().hex[:8]}", log_level=3
+        source.bootstrap_servers, f"lake-titles-{uuid.uuid4().hex[:8]}", log_level=3
     )
     latest: dict[str, dict] = {}
     codec = titles_codec()
     try:
-        consumer.subscribe([settings.titles_topic])
+        consumer.subscribe([source.topic])
         for msg in read_messages(consumer, timeout_s=timeout_s, stop_at_end=True):
             key = (msg.key() or b"").decode()
             if msg.value() is None:  # a tombstone deletes the title
@@ -80,25 +81,26 @@ def titles_arrow(records: list[dict]) -> pa.Table:
     )
 
 
-def sync_titles(settings: Settings, catalog: Catalog, *, use_topic: bool = True) -> Table:
-    """Make the titles table equal to the titles topic (or the packaged catalog)."""
-    table = ensure_table(catalog, settings.catalog_namespace, TITLES)
-    records = titles_from_topic(settings) if use_topic else []
-    source = settings.titles_topic
+def sync_titles(catalog: Catalog, namespace: str, source: TitlesSource | None) -> Table:
+    """Make the titles table equal to the titles topic of ``source`` (or, without a source or
+    when that topic is empty, the packaged catalog)."""
+    table = ensure_table(catalog, namespace, TITLES)
+    records = titles_from_topic(source) if source is not None else []
+    origin = source.topic if source is not None else ""
     if not records:
-        records, source = titles_from_catalog(), "schemas.catalog"
+        records, origin = titles_from_catalog(), "schemas.catalog"
     new = titles_arrow(records)
     if table.current_snapshot() is not None and table.scan().to_arrow().sort_by("title_id").equals(
         new
     ):
         return table
-    replace(table, new, AlwaysTrue(), {"titles.source": source})
+    replace(table, new, AlwaysTrue(), {"titles.source": origin})
     return table
 
 
-def ensure_titles(settings: Settings, catalog: Catalog) -> Table:
-    """The titles table, synced first if it is empty."""
-    table = ensure_table(catalog, settings.catalog_namespace, TITLES)
+def ensure_titles(catalog: Catalog, namespace: str, source: TitlesSource | None) -> Table:
+    """The titles table, synced first (:func:`sync_titles`) if it is empty."""
+    table = ensure_table(catalog, namespace, TITLES)
     if table.current_snapshot() is None:
-        return sync_titles(settings, catalog)
+        return sync_titles(catalog, namespace, source)
     return table

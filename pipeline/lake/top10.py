@@ -31,8 +31,8 @@ from pyiceberg.table import DataScan, Table
 from pyiceberg.transforms import DayTransform
 
 from config.clock import DAY_MS
-from config.settings import Settings
-from pipeline.lake.ranking import Ranking, TitleInfo, Viewing, rank_top
+from pipeline.lake.config import BatchConfig, TitlesSource
+from pipeline.lake.ranking import Ranking, TitleRow, Viewing, rank_top
 from pipeline.lake.tables import PLAYBACK_EVENTS, TOP10, columns_table, ensure_table, load, replace
 from pipeline.lake.titles import ensure_titles
 from pipeline.lake.weeks import parse_week, week_bounds_ms, week_days
@@ -78,11 +78,14 @@ class Top10Result:
         }
 
 
-def load_titles(settings: Settings, catalog: Catalog) -> dict[str, TitleInfo]:
-    table = ensure_titles(settings, catalog)
+def read_titles_table(
+    catalog: Catalog, namespace: str, source: TitlesSource | None
+) -> dict[str, TitleRow]:
+    """The lake's ``titles`` table by title_id (synced from ``source`` first if empty)."""
+    table = ensure_titles(catalog, namespace, source)
     t = table.scan().to_arrow()
     return {
-        tid: TitleInfo(tid, name, cat, runtime, frozenset(countries))
+        tid: TitleRow(tid, name, cat, runtime, frozenset(countries))
         for tid, name, cat, runtime, countries in zip(
             t["title_id"].to_pylist(),
             t["name"].to_pylist(),
@@ -298,14 +301,14 @@ def quality_report(
     return report
 
 
-def run_top10(settings: Settings, catalog: Catalog, request: Top10Request) -> Top10Result:
+def run_top10(config: BatchConfig, catalog: Catalog, request: Top10Request) -> Top10Result:
     """Compute the week's Top-10 and replace that week's rows in top10_by_country."""
     if request.country and request.country not in COUNTRY_TIMEZONES:
         raise ValueError(f"unknown country {request.country!r}")
     parse_week(request.week)
-    ns = settings.catalog_namespace
+    ns = config.lake.namespace
     events = load(catalog, ns, PLAYBACK_EVENTS)
-    titles = load_titles(settings, catalog)
+    titles = read_titles_table(catalog, ns, config.titles)
     snapshot = events.current_snapshot()
     snapshot_id = snapshot.snapshot_id if snapshot is not None else None
     data, by_day = scan_week(events, request, snapshot_id)
@@ -340,9 +343,9 @@ def _week_filter(request: Top10Request) -> str:
     return where
 
 
-def read_top10(settings: Settings, catalog: Catalog, request: Top10Request) -> pa.Table:
+def read_top10(catalog: Catalog, namespace: str, request: Top10Request) -> pa.Table:
     """The stored rows of one week (sorted), for `--show` and tests."""
-    table = load(catalog, settings.catalog_namespace, TOP10)
+    table = load(catalog, namespace, TOP10)
     where = _week_filter(request)
     data = table.scan(row_filter=where).to_arrow()
     return data.sort_by(

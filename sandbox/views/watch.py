@@ -1,6 +1,6 @@
 """`sandbox watch`: the stream job seen live, from its status and metrics topics.
 
-The job publishes a JSON status every second (pipeline/stream_job.py, timer "job-status");
+The job publishes a JSON status every second (pipeline/stream/app.py, timer "job-status");
 this view merges the workers' records and shows the watermark of every events partition
 next to the wall clock (how far event time lags), whether it is idle, which worker owns it;
 the watermark of every routed partition and the source partitions holding it back; the
@@ -25,7 +25,7 @@ from config.clock import iso_ms
 from config.clock import now_ms as wall_ms
 from config.settings import Settings
 from kafka_io.reader import make_consumer
-from pipeline.results import latest_panes, merge_status
+from pipeline.stream.readback import latest_panes, merge_status
 from schemas.codec import DecodeError
 from schemas.topics import codec
 

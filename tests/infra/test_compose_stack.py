@@ -34,10 +34,11 @@ from config.settings import Settings
 from kafka_io.ports import free_port
 from kafka_io.reader import make_consumer, read_messages
 from pipeline.lake.catalog import open_catalog
-from pipeline.lake.sink import wait_until_caught_up
+from pipeline.lake.config import LakeConfig, SinkConfig
+from pipeline.lake.events_sink import wait_until_caught_up
 from pipeline.lake.tables import PLAYBACK_EVENTS, TOP10
-from pipeline.results import latest_panes, read_late_events, read_panes, read_status
-from pipeline.results import wait_caught_up as job_caught_up
+from pipeline.stream.readback import latest_panes, read_late_events, read_panes, read_status
+from pipeline.stream.readback import wait_caught_up as job_caught_up
 from schemas.topics import events_codec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
@@ -314,8 +315,8 @@ def test_the_lake_holds_every_acked_event_once_through_rest_and_s3(stack: Stack)
     assert sink_running(stack)
     resumed = stack.sandbox("chaos", "resume", "storage")
     assert resumed.returncode == 0, resumed.stderr
-    catalog = open_catalog(s)
-    wait_until_caught_up(s, catalog, timeout_s=180)
+    catalog = open_catalog(LakeConfig.from_settings(s))
+    wait_until_caught_up(SinkConfig.from_settings(s), catalog, timeout_s=180)
     on_topic = Counter(e["event_id"] for _, _, e in topic_events(s))
     table = catalog.load_table((s.catalog_namespace, PLAYBACK_EVENTS.name))
     assert table.metadata.location.startswith("s3://warehouse/")
@@ -333,7 +334,8 @@ def test_top10_runs_on_demand_and_writes_a_week(stack: Stack) -> None:
     week = current_week()
     out = stack.compose("run", "--rm", "top10", "--week", week, timeout_s=300)
     assert f"top10 {week}" in out
-    table = open_catalog(stack.settings).load_table((stack.settings.catalog_namespace, TOP10.name))
+    catalog = open_catalog(LakeConfig.from_settings(stack.settings))
+    table = catalog.load_table((stack.settings.catalog_namespace, TOP10.name))
     rows = table.scan(row_filter=f"week == '{week}'").to_arrow()
     assert rows.num_rows > 0
     assert set(rows["rank"].to_pylist()) <= set(range(1, 11))

@@ -58,7 +58,7 @@ def make_stream_settings(
     }
     s = Settings(**values)  # type: ignore[arg-type]
     ensure_topics(s.bootstrap_servers, topic_plan(s))
-    publish_catalog(s)
+    publish_catalog(s.bootstrap_servers, s.titles_topic)
     return s
 
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pipeline.chunked_state import ChunkError, chunk_writes, read_chunked
+from pipeline.stream.chunked_state import ChunkError, chunk_writes, read_chunked
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,8 @@
-"""FastConsumer: the per-message wait_first fast path, and the batch hand-off.
+"""FastConsumer: the version guard, the per-message wait_first fast path, and the batch
+hand-off.
+
+Version guard: an untested faust-streaming is refused, with what to do, before a consumer
+exists.
 
 wait_first: the direct path when the delivery does not wait, the upstream race
 (interruptible by suspend_flow) when it does.
@@ -36,12 +40,76 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from mode.utils.locks import Event
 from stream_harness import poll
 
+from config.errors import SandboxError
 from infra.kafka import KafkaConfig
 from kafka_io.admin import ensure_topics
-from pipeline.faust_consumer import FastConsumer
+from pipeline.stream import faust_consumer
+from pipeline.stream.faust_consumer import (
+    TESTED_FAUST_VERSIONS,
+    FastConsumer,
+    UnsupportedFaustVersion,
+    use_fast_consumer,
+)
 from schemas.topics import TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+# --- the version guard -------------------------------------------------------------------
+
+
+def _never_started_app() -> faust.App:
+    return faust.App(
+        f"unit-{uuid.uuid4().hex[:8]}",
+        broker="kafka://127.0.0.1:1",
+        autodiscover=False,
+        store="memory://",
+        web_enabled=False,
+    )
+
+
+@pytest.mark.unit
+def test_the_installed_faust_streaming_is_a_tested_one() -> None:
+    assert faust_consumer.installed_faust_version() in TESTED_FAUST_VERSIONS
+    faust_consumer.check_faust_version()  # does not raise
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("installed", ["0.16.0", None])
+def test_an_untested_faust_streaming_is_refused_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, installed: str | None
+) -> None:
+    monkeypatch.setattr(faust_consumer, "installed_faust_version", lambda: installed)
+    with pytest.raises(UnsupportedFaustVersion) as refused:
+        faust_consumer.check_faust_version()
+    assert isinstance(refused.value, SandboxError)  # the CLI prints it as one line, exit 1
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"faust-streaming {installed or 'an unknown version'} is installed" in message
+    assert "tested only with faust-streaming 0.15.3" in message
+    assert "faust-streaming==0.15.3" in message and "constraints.txt" in message
+
+
+@pytest.mark.unit
+def test_on_an_untested_faust_streaming_no_fast_consumer_is_installed_or_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        app = _never_started_app()
+        upstream = app.transport.Consumer
+        monkeypatch.setattr(faust_consumer, "installed_faust_version", lambda: "0.16.0")
+        with pytest.raises(UnsupportedFaustVersion, match=r"faust-streaming 0\.16\.0 is installed"):
+            use_fast_consumer(app)
+        assert app.transport.Consumer is upstream
+        # Set by hand, without use_fast_consumer: its constructor refuses as well.
+        app.transport.Consumer = FastConsumer  # type: ignore[misc]
+        with pytest.raises(UnsupportedFaustVersion, match=r"faust-streaming 0\.16\.0 is installed"):
+            app.consumer  # noqa: B018 (the property builds the consumer)
+
+    asyncio.run(main())
+
+
+# --- wait_first: the per-message fast path ----------------------------------------------
 
 
 def _consumer() -> FastConsumer:
@@ -152,14 +220,8 @@ def _records(topic: str, partition: int, offsets: range | list[int]) -> Fetch:
 @asynccontextmanager
 async def _app_consumer() -> AsyncIterator[tuple[faust.App, FastConsumer]]:
     """A real FastConsumer of a real Faust app that is never started (no broker I/O)."""
-    app = faust.App(
-        f"unit-{uuid.uuid4().hex[:8]}",
-        broker="kafka://127.0.0.1:1",
-        autodiscover=False,
-        store="memory://",
-        web_enabled=False,
-    )
-    app.transport.Consumer = FastConsumer  # type: ignore[misc]
+    app = _never_started_app()
+    use_fast_consumer(app)
     consumer = app.consumer
     assert isinstance(consumer, FastConsumer)
     consumer.highwater = lambda tp: 0  # type: ignore[method-assign]
@@ -451,7 +513,7 @@ def _run_worker(bootstrap: str, topic_name: str, group: str, out_path: str) -> N
         web_enabled=False,
         broker_commit_interval=0.5,
     )
-    app.transport.Consumer = FastConsumer  # type: ignore[misc]
+    use_fast_consumer(app)
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.results import STALE_STATUS_MS, merge_status
+from pipeline.stream.readback import STALE_STATUS_MS, merge_status
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,9 @@ from stream_harness import Worker, make_stream_settings, poll
 from config.settings import Settings
 from infra.kafka import KafkaConfig
 from infra.stack import settings_env
-from pipeline.results import read_status
 from kafka_io.ports import free_port
+from pipeline.stream import faust_consumer
+from pipeline.stream.readback import read_status
 from sandbox.cli import main
 
 
@@ -44,6 +45,23 @@ def test_bad_arguments_are_one_line_and_exit_2(
     code, _out, err = run(capsys, *argv)
     assert code == 2
     assert err.count("\n") == 1 and "error:" in err
+
+
+@pytest.mark.integration
+def test_a_worker_on_an_untested_faust_streaming_refuses_to_start_in_one_line(
+    kafka_broker: KafkaConfig,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s = make_stream_settings(kafka_broker, tmp_path)
+    for name, value in settings_env(s).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(faust_consumer, "installed_faust_version", lambda: "0.16.0")
+    code, _out, err = run(capsys, "worker")
+    assert code == 1
+    assert err.count("\n") == 1
+    assert "faust-streaming 0.16.0 is installed" in err and "faust-streaming==0.15.3" in err
 
 
 @pytest.mark.integration

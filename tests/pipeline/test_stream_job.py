@@ -22,8 +22,8 @@ from infra.stack import topic_plan
 from kafka_io.admin import ensure_topics
 from kafka_io.publisher import Publisher
 from kafka_io.reader import make_consumer, read_messages
-from pipeline.dead_letter import DeadLetter
-from pipeline.results import (
+from pipeline.stream.dead_letter import DeadLetter
+from pipeline.stream.readback import (
     latest_panes,
     read_late_events,
     read_panes,
@@ -290,7 +290,7 @@ def one_worker_panes(
     s: Settings, request: ProduceRequest, start_worker: StartWorker
 ) -> list[dict[str, Any]]:
     """The reference: ``request``'s events through a single worker."""
-    run_produce(s, request)
+    run_produce(s.bootstrap_servers, s.events_topic, request)
     one = start_worker(s)
     wait_for_job(s, one, timeout_s=120)
     panes = read_panes(s)
@@ -340,7 +340,9 @@ def test_two_workers_split_the_partitions_and_give_the_panes_of_one(
     s2 = another_job(s)
     first = start_worker(s2)
     second = start_second_worker(s2, start_worker)
-    run_produce(s2, request)  # the same events, now read by two workers
+    run_produce(
+        s2.bootstrap_servers, s2.events_topic, request
+    )  # the same events, now read by two workers
     wait_for_job(s2, first, timeout_s=120)
     second.assert_alive()
     pair = read_panes(s2)

@@ -1,27 +1,33 @@
-"""The two stages without Faust: raw records in, the exact records to produce out.
+"""The two stages without Faust: raw records in, the exact records to produce out; and the
+worker's protocol around them, with stand-ins for the Faust objects.
 
 ``Topology`` below wires ``Router`` -> routed batches -> ``WindowJob`` per target partition
-in memory, the way the Faust worker does through the routed topic.
+in memory, the way the Faust worker does through the routed topic. ``FakeFaust`` records
+what ``JobWorker`` sends, flushes, writes to the table and acknowledges, in order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from pipeline.dead_letter import H_KIND, H_OFFSET, H_STAGE
-from pipeline.results import latest_panes
-from pipeline.stream_step import (
+from pipeline.stream.dead_letter import H_KIND, H_OFFSET, H_STAGE
+from pipeline.stream.readback import latest_panes
+from pipeline.stream.records import (
     JobTopics,
     Output,
     RawRecord,
-    Router,
-    WindowJob,
     engine_config,
     pane_key,
     route_partition,
 )
+from pipeline.stream.router import Router
+from pipeline.stream.window_stage import WindowJob
+from pipeline.stream.worker import JobWorker, StreamJobError, WorkerConfig
 from pipeline.validate import TitleIndex, TitleInfo
 from schemas.topics import codec, events_codec
 
@@ -310,3 +316,183 @@ def test_status_shows_sources_windows_and_counters() -> None:
     assert status["watermark_ms"] is None
     assert status["open_windows"] == [[T0, T0 + 60 * S]]
     assert status["engine"]["events_in"] == 1 and status["counters"] == {"batches_in": 1}
+
+
+# --- the worker: apply -> send -> checkpoint -> ack, with stand-ins for the Faust objects
+
+
+class FakeFaust:
+    """What JobWorker uses of Faust (producer, tables, the table, topics, the consumer, a
+    stream), recording every call in one log, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[Any, ...]] = []
+        self.sent: list[Output] = []
+        self.data: dict[bytes, bytes] = {}  # the table's local store, kept across workers
+        self.actives_ready = True
+
+    def worker(self, partitions: int = 2, config: Any = CONFIG) -> JobWorker:
+        log = self.log
+        fake = self
+
+        async def flush() -> None:
+            log.append(("flush",))
+
+        class Topic:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            async def send(
+                self,
+                *,
+                key: bytes | None,
+                value: bytes | None,
+                headers: Any = None,
+                partition: int | None = None,
+            ) -> None:
+                log.append(("send", self.name, partition))
+                fake.sent.append(Output(self.name, key, value, headers, partition))
+
+        app = SimpleNamespace(producer=SimpleNamespace(flush=flush), tables=self)
+        table = SimpleNamespace(
+            data=self.data, send_changelog=lambda p, key, value: log.append(("changelog", p, key))
+        )
+        consumer = SimpleNamespace(
+            ack_messages=lambda ms: log.append(("ack", [m.offset for m in ms]))
+        )
+        outputs = {name: Topic(name) for name in ("routed", "metrics", "late", "dead", "status")}
+        worker_config = WorkerConfig(
+            job_id="job",
+            topics=TOPICS,
+            status_topic="status",
+            engine=config,
+            partitions=partitions,
+            max_event_future_ms=3_600_000,
+        )
+        return JobWorker(
+            worker_config,
+            TITLES,
+            app=app,
+            table=table,
+            outputs=outputs,
+            consumer=consumer,  # type: ignore[arg-type]
+            worker_id="w1",
+        )
+
+    def kinds(self) -> list[str]:
+        kinds, self.log[:] = [e[0] for e in self.log], []
+        return kinds
+
+
+class FakeStream:
+    def __init__(self, log: list[tuple[Any, ...]]) -> None:
+        self.log = log
+
+    async def ack(self, event: Any) -> None:
+        self.log.append(("stream-ack", event.message.partition))
+
+
+def messages(*values: dict[str, Any] | bytes, start_offset: int = 0) -> list[Any]:
+    return [
+        SimpleNamespace(key=k, value=v, offset=o)
+        for k, v, o in records(*values, start_offset=start_offset)
+    ]
+
+
+def routed_events(sent: list[Output]) -> list[Any]:
+    return [
+        SimpleNamespace(message=SimpleNamespace(partition=o.partition, value=o.value))
+        for o in sent
+        if o.topic == "routed"
+    ]
+
+
+def test_the_worker_flushes_then_snapshots_then_acks_and_a_revoke_checkpoints() -> None:
+    async def main() -> None:
+        f = FakeFaust()
+        w = f.worker()
+        w.assign({0}, {0, 1})
+        # The first batch: no checkpoint yet, so one is due at once. A dead letter and a
+        # routed batch per target partition, flushed, the snapshot written, then the ack.
+        await w.apply_events(0, messages(event(5, event_type="PLAY"), b"garbage", event(80)))
+        assert f.kinds() == ["send"] * 3 + ["flush"] + ["changelog"] * 2 + ["ack"]
+        assert f.data.keys() == {b"source/0", b"source/0/1/0"}
+        # Within SNAPSHOT_INTERVAL_S: sent, not acknowledged.
+        await w.apply_events(0, messages(event(90), start_offset=3))
+        assert f.kinds() == ["send"] * 2 and w.dirty_sources == {0} and len(w.unacked) == 1
+        # Stage 2: the routed batches, also kept unacknowledged until a checkpoint.
+        stream = FakeStream(f.log)
+        await w.apply_routed(stream, routed_events(f.sent))
+        assert "flush" not in f.kinds() and w.dirty_windows == {0, 1}
+        # The revoke of events partition 0 checkpoints first: generation 2 of source/0
+        # replaces generation 1 (deleted last), window/<q> are new; then both stages' acks.
+        await w.revoke({0}, set())
+        log = list(f.log)
+        # (4 routed batches: one per target partition and batch of stage 1)
+        assert f.kinds() == ["flush"] + ["changelog"] * 7 + ["ack"] + ["stream-ack"] * 4
+        assert [e[1:] for e in log if e[0] == "changelog"][:3] == [
+            (0, b"source/0/2/0"),
+            (0, b"source/0"),
+            (0, b"source/0/1/0"),
+        ]
+        assert ("ack", [3]) in log
+        assert 0 not in w.router.sources and w.assigned_sources == set()
+        assert w.assigned_windows == {0, 1} and not w.unacked
+
+    asyncio.run(main())
+
+
+def test_the_worker_restores_only_once_the_table_is_recovered_and_skips_what_it_stored() -> None:
+    async def main() -> None:
+        f = FakeFaust()
+        first = f.worker()
+        first.assign({0}, {0})
+        await first.apply_events(0, messages(event(5), b"garbage", event(80)))
+        f.kinds()
+
+        # A new owner of the same table (the changelog), before its recovery: a tick
+        # neither restores nor sends, and the status says "not started".
+        f.actives_ready = False
+        second = f.worker()
+        second.assign({0}, {0})
+        await second.tick()
+        assert f.kinds() == [] and second.router.sources == {} and second.windows == {}
+        await second.publish_status()
+        status = json.loads(f.sent[-1].value or b"")
+        assert f.sent[-1].key == b"job/w1"
+        assert status.keys() == {"time_ms", "job_id", "worker", "events_topic", "started"}
+        assert status["started"] is False
+        f.kinds()
+
+        # Recovered: the tick restores events partition 0, and the redelivered records are
+        # skipped by offset (no second dead letter, nothing routed).
+        f.actives_ready = True
+        await second.tick()
+        assert second.router.sources[0].last_offset == 2
+        await second.apply_events(0, messages(event(5), b"garbage", event(80)))
+        assert "send" not in f.kinds()
+        assert second.router.sources[0].counters["replayed_skipped"] == 3
+        await second.publish_status()
+        status = json.loads(f.sent[-1].value or b"")
+        assert status["started"] is True and status["sources"][0]["last_offset"] == 2
+
+    asyncio.run(main())
+
+
+def test_the_worker_refuses_window_state_stored_with_other_settings() -> None:
+    async def main() -> None:
+        f = FakeFaust()
+        first = f.worker(partitions=1)
+        first.assign({0}, {0})
+        await first.apply_events(0, messages(event(5)))
+        await first.apply_routed(FakeStream(f.log), routed_events(f.sent))
+        first.last_save = 0.0  # a checkpoint is due
+        await first.tick()
+        assert b"window/0" in f.data
+
+        other = f.worker(partitions=1, config=engine_config(300_000, 10_000, 120_000, 60_000))
+        other.assign(set(), {0})
+        with pytest.raises(StreamJobError, match="SANDBOX_STREAM_JOB_ID"):
+            await other.tick()
+
+    asyncio.run(main())

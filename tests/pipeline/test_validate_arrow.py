@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.clock import DAY_MS, HOUR_MS
-from pipeline.lake.sink import events_arrow
+from pipeline.lake.events_sink import events_arrow
 from pipeline.lake.tables import TS
 from pipeline.validate import (
     REQUIRED_IDS,

@@ -31,7 +31,9 @@ def produce(settings: Settings, tmp_path: Path, **overrides: object) -> tuple[di
         seed=7,
         ground_truth=str(truth),
     )
-    return run_produce(settings, ProduceRequest(**{**fields, **overrides})), truth
+    return run_produce(
+        settings.bootstrap_servers, settings.events_topic, ProduceRequest(**{**fields, **overrides})
+    ), truth
 
 
 def read_back(settings: Settings, group: str, expected: int) -> list:

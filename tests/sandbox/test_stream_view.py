@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from config.settings import Settings
-from pipeline.results import merge_status
+from pipeline.stream.readback import merge_status
 from sandbox.views.watch import render
 
 pytestmark = pytest.mark.unit

@@ -12,6 +12,7 @@ from config.settings import Settings
 from infra.stack import topic_plan
 from kafka_io.admin import ensure_topics
 from pipeline.lake.catalog import open_catalog
+from pipeline.lake.config import LakeConfig, SinkConfig
 
 
 @pytest.fixture
@@ -33,5 +34,11 @@ def lake_settings(settings: Settings, catalog_overrides: dict[str, object]) -> S
 
 
 @pytest.fixture
+def sink_config(lake_settings: Settings) -> SinkConfig:
+    """What the sinks of the test read (from ``lake_settings``)."""
+    return SinkConfig.from_settings(lake_settings)
+
+
+@pytest.fixture
 def lake_catalog(lake_settings: Settings) -> Iterator[Catalog]:
-    yield open_catalog(lake_settings)
+    yield open_catalog(LakeConfig.from_settings(lake_settings))

@@ -35,7 +35,7 @@ def produce(settings: Settings, events: list[dict], bad: list[bytes] = ()) -> No
 
 def append_events(table, events: list[dict], partition: int = 0, first_offset: int = 0) -> None:
     """Write events straight into playback_events (batch-job tests need no broker)."""
-    from pipeline.lake.sink import events_arrow
+    from pipeline.lake.events_sink import events_arrow
 
     offsets = list(range(first_offset, first_offset + len(events)))
     table.append(events_arrow(events, [partition] * len(events), offsets))

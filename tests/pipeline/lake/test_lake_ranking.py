@@ -6,18 +6,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.lake.ranking import MS_PER_HOUR, TitleInfo, Viewing, rank_top
+from pipeline.lake.ranking import MS_PER_HOUR, TitleRow, Viewing, rank_top
 from pipeline.lake.weeks import parse_week, week_bounds_ms, week_days, week_of
 
 pytestmark = pytest.mark.unit
 
 H = MS_PER_HOUR
 TITLES = {
-    "f1": TitleInfo("f1", "Film One", "FILM", 2 * H, frozenset({"US", "GB"})),
-    "f2": TitleInfo("f2", "Film Two", "FILM", 1 * H, frozenset({"US", "GB"})),
-    "f3": TitleInfo("f3", "Film Three", "FILM", 4 * H, frozenset({"US"})),
-    "s1": TitleInfo("s1", "Show: Season 1", "TV", 10 * H, frozenset({"US", "GB"})),
-    "s2": TitleInfo("s2", "Show: Season 2", "TV", 8 * H, frozenset({"GB"})),
+    "f1": TitleRow("f1", "Film One", "FILM", 2 * H, frozenset({"US", "GB"})),
+    "f2": TitleRow("f2", "Film Two", "FILM", 1 * H, frozenset({"US", "GB"})),
+    "f3": TitleRow("f3", "Film Three", "FILM", 4 * H, frozenset({"US"})),
+    "s1": TitleRow("s1", "Show: Season 1", "TV", 10 * H, frozenset({"US", "GB"})),
+    "s2": TitleRow("s2", "Show: Season 2", "TV", 8 * H, frozenset({"GB"})),
 }
 
 
@@ -74,7 +74,7 @@ def test_unavailable_and_unknown_titles_are_excluded_and_reported() -> None:
 
 def test_only_the_top_n_are_kept() -> None:
     titles = {
-        f"t{i:02d}": TitleInfo(f"t{i:02d}", str(i), "FILM", H, frozenset({"US"})) for i in range(15)
+        f"t{i:02d}": TitleRow(f"t{i:02d}", str(i), "FILM", H, frozenset({"US"})) for i in range(15)
     }
     viewing = [Viewing("US", tid, (i + 1) * H) for i, tid in enumerate(titles)]
     rows = rank_top(viewing, titles).rows

@@ -9,8 +9,9 @@ import pytest
 from lake_helpers import W47_START_MS, append_events, lake_only_settings, simulated
 
 from pipeline.lake.catalog import open_catalog
+from pipeline.lake.config import BatchConfig
+from pipeline.lake.outputs_tables import late_arrow, panes_arrow, upsert_panes
 from pipeline.lake.reconcile import compare, run_reconcile
-from pipeline.lake.stream_tables import late_arrow, panes_arrow, upsert_panes
 from pipeline.lake.tables import LATE_EVENTS, PLAYBACK_EVENTS, VIEWING_METRICS, ensure_table
 from pipeline.lake.titles import sync_titles
 
@@ -71,8 +72,9 @@ def _late(e: dict, watermark_ms: int) -> dict:
 @pytest.mark.integration
 def test_late_and_invalid_events_explain_every_difference(tmp_path: Path) -> None:
     settings = lake_only_settings(tmp_path).model_copy(update={"window_size_ms": WINDOW_MS})
-    catalog = open_catalog(settings)
-    sync_titles(settings, catalog, use_topic=False)
+    config = BatchConfig.from_settings(settings)
+    catalog = open_catalog(config.lake)
+    sync_titles(catalog, config.lake.namespace, None)
     ns = settings.catalog_namespace
     events_t = ensure_table(catalog, ns, PLAYBACK_EVENTS)
     panes_t = ensure_table(catalog, ns, VIEWING_METRICS)
@@ -99,7 +101,7 @@ def test_late_and_invalid_events_explain_every_difference(tmp_path: Path) -> Non
     assert panes_t.scan().count() == len(final)
     late_t.append(late_arrow([_late(e, end_ms) for e in late]))
 
-    result = run_reconcile(settings, catalog, W47_START_MS, end_ms + WINDOW_MS)
+    result = run_reconcile(config, catalog, W47_START_MS, end_ms + WINDOW_MS)
     assert result.ok, result.unexplained[:3]
     assert result.totals["late"]["events"] == len(late)
     assert result.totals["invalid"]["events"] == len(invalid)
@@ -116,7 +118,7 @@ def test_late_and_invalid_events_explain_every_difference(tmp_path: Path) -> Non
     upsert_panes(
         panes_t, panes_arrow(_panes(keep, revision=2, watermark_ms=end_ms + WINDOW_MS)), {}
     )
-    result = run_reconcile(settings, catalog, W47_START_MS, end_ms + WINDOW_MS)
+    result = run_reconcile(config, catalog, W47_START_MS, end_ms + WINDOW_MS)
     assert [(u["title_id"], u["country"]) for u in result.unexplained] == [
         (lost["title_id"], lost["country"])
     ]

@@ -8,6 +8,7 @@ import pytest
 from lake_helpers import W47_START_MS, append_events, lake_only_settings, simulated
 
 from pipeline.lake.catalog import open_catalog
+from pipeline.lake.config import BatchConfig
 from pipeline.lake.reconcile import run_reconcile
 from pipeline.lake.tables import PLAYBACK_EVENTS, ensure_table
 from pipeline.lake.titles import sync_titles
@@ -18,8 +19,9 @@ WINDOW_MS = 60_000
 @pytest.mark.integration
 def test_every_stage_1_rule_explains_a_difference(tmp_path: Path) -> None:
     settings = lake_only_settings(tmp_path).model_copy(update={"window_size_ms": WINDOW_MS})
-    catalog = open_catalog(settings)
-    sync_titles(settings, catalog, use_topic=False)
+    config = BatchConfig.from_settings(settings)
+    catalog = open_catalog(config.lake)
+    sync_titles(catalog, config.lake.namespace, None)
     events_t = ensure_table(catalog, settings.catalog_namespace, PLAYBACK_EVENTS)
     e = simulated(10, start_ms=W47_START_MS)
     # One event per rule of stage 1 (the former reconcile-only check knew title, country and
@@ -37,7 +39,7 @@ def test_every_stage_1_rule_explains_a_difference(tmp_path: Path) -> None:
     append_events(events_t, invalid)
 
     # No stream pane at all: only events stage 1 rejected can explain a key.
-    result = run_reconcile(settings, catalog, W47_START_MS, e[-1]["event_time"] + WINDOW_MS)
+    result = run_reconcile(config, catalog, W47_START_MS, e[-1]["event_time"] + WINDOW_MS)
     assert result.ok, result.unexplained[:3]
     assert result.totals["invalid"]["events"] == len(invalid)
     assert result.pending == 0 and result.explained_by_invalid == result.keys

@@ -18,11 +18,12 @@ from pyiceberg.catalog import Catalog
 from config.settings import Settings
 from infra.stack import settings_env
 from pipeline.lake.catalog import open_catalog
-from pipeline.lake.sink import (
+from pipeline.lake.commit import stored_offsets
+from pipeline.lake.config import SinkConfig
+from pipeline.lake.events_sink import (
     LakeSink,
     expire_old_snapshots,
     high_watermarks,
-    stored_offsets,
     wait_until_caught_up,
 )
 from pipeline.lake.tables import DEAD_LETTERS, PLAYBACK_EVENTS, TITLES, load
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 
 def _caught_up(settings: Settings):
-    high = high_watermarks(settings)
+    high = high_watermarks(settings.bootstrap_servers, settings.events_topic)
 
     def until(sink: LakeSink) -> bool:
         stored = stored_offsets(sink.events, settings.events_topic)
@@ -42,13 +43,13 @@ def _caught_up(settings: Settings):
 
 @pytest.mark.parametrize("catalog_type", ["sql", "rest"])
 def test_every_event_lands_once_and_bad_bytes_become_dead_letters(
-    lake_settings: Settings, lake_catalog: Catalog
+    lake_settings: Settings, sink_config: SinkConfig, lake_catalog: Catalog
 ) -> None:
     events = simulated(12_000)
     bad = [b"not avro", b"\xc3\x01" + b"\x00" * 8 + b"x", b""]
     produce(lake_settings, events, bad)
 
-    sink = LakeSink(lake_settings, lake_catalog, sync_titles_on_start=True)
+    sink = LakeSink(sink_config, lake_catalog, sync_titles_on_start=True)
     counters = sink.run(until=_caught_up(lake_settings), max_seconds=60)
 
     table = load(lake_catalog, lake_settings.catalog_namespace, PLAYBACK_EVENTS)
@@ -71,7 +72,7 @@ def test_every_event_lands_once_and_bad_bytes_become_dead_letters(
     assert titles.num_rows > 100
 
     # A second sink on the same table reads nothing twice (offsets come from the table).
-    again = LakeSink(lake_settings, lake_catalog, sync_titles_on_start=False)
+    again = LakeSink(sink_config, lake_catalog, sync_titles_on_start=False)
     again_counters = again.run(until=_caught_up(lake_settings), max_seconds=30)
     assert again_counters.appended == 0
     table.refresh()
@@ -104,7 +105,7 @@ def _spawn_sink(settings: Settings) -> subprocess.Popen[bytes]:
 
 @pytest.mark.parametrize("catalog_type", ["sql", "rest"])
 def test_sigkill_mid_run_then_restart_gives_exactly_n_rows(
-    lake_settings: Settings, lake_catalog: Catalog
+    lake_settings: Settings, sink_config: SinkConfig, lake_catalog: Catalog
 ) -> None:
     events = simulated(40_000, seed=11)
     produce(lake_settings, events[:25_000])
@@ -132,7 +133,7 @@ def test_sigkill_mid_run_then_restart_gives_exactly_n_rows(
     produce(lake_settings, events[25_000:])
     proc = _spawn_sink(lake_settings)
     try:
-        wait_until_caught_up(lake_settings, lake_catalog, timeout_s=90)
+        wait_until_caught_up(sink_config, lake_catalog, timeout_s=90)
         proc.send_signal(signal.SIGINT)  # Ctrl-C: clean exit
         assert proc.wait(30) == 0
     finally:
@@ -157,7 +158,7 @@ def load_or_create(settings: Settings, catalog: Catalog):
 
 
 def test_two_sinks_in_one_group_write_each_event_once(
-    lake_settings: Settings, lake_catalog: Catalog
+    lake_settings: Settings, sink_config: SinkConfig, lake_catalog: Catalog
 ) -> None:
     """Two sinks commit to one table concurrently: conflicts are retried by the sink with the
     offsets re-merged (pyiceberg's own retry would carry stale offsets), nothing is doubled."""
@@ -172,7 +173,7 @@ def test_two_sinks_in_one_group_write_each_event_once(
         return all(stored.get(p, 0) >= h for p, h in high.items())
 
     sinks = [
-        LakeSink(lake_settings, open_catalog(lake_settings), sync_titles_on_start=False)
+        LakeSink(sink_config, open_catalog(sink_config.lake), sync_titles_on_start=False)
         for _ in range(2)
     ]
     threads = [
@@ -185,7 +186,7 @@ def test_two_sinks_in_one_group_write_each_event_once(
         assert time.monotonic() < deadline, [s.assigned for s in sinks]
         time.sleep(0.05)
     produce(lake_settings, events)
-    high.update(high_watermarks(lake_settings))
+    high.update(high_watermarks(sink_config.bootstrap_servers, sink_config.events_topic))
     for t in threads:
         t.join(120)
     assert not any(t.is_alive() for t in threads)

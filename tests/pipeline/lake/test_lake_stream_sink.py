@@ -7,8 +7,10 @@ from lake_helpers import W47_START_MS, simulated
 
 from config.settings import Settings
 from kafka_io.publisher import Publisher
-from pipeline.lake.sink import high_watermarks, stored_offsets
-from pipeline.lake.stream_sink import StreamOutputSink
+from pipeline.lake.commit import stored_offsets
+from pipeline.lake.config import SinkConfig
+from pipeline.lake.events_sink import high_watermarks
+from pipeline.lake.outputs_sink import StreamOutputSink
 from schemas.topics import codec
 
 pytestmark = pytest.mark.integration
@@ -66,12 +68,12 @@ def test_panes_upserted_and_late_events_appended_once(lake_settings: Settings) -
         return all(
             all(
                 stored_offsets(s.tables[t], t).get(p, 0) >= h
-                for p, h in high_watermarks(settings, topic=t).items()
+                for p, h in high_watermarks(settings.bootstrap_servers, t).items()
             )
             for t in s.tables
         )
 
-    first = StreamOutputSink(settings)
+    first = StreamOutputSink(SinkConfig.from_settings(settings))
     counts = first.run(until=caught_up, max_seconds=60)
     assert counts["undecodable"] == 1
     metrics = first.tables[settings.viewing_metrics_topic]
@@ -81,7 +83,7 @@ def test_panes_upserted_and_late_events_appended_once(lake_settings: Settings) -
     assert set(rows["revision"].to_pylist()) == {2} and set(rows["events"].to_pylist()) == {12}
     assert late.scan().count() == len(lates)
 
-    again = StreamOutputSink(settings)
+    again = StreamOutputSink(SinkConfig.from_settings(settings))
     again.run(until=caught_up, max_seconds=30)
     late.refresh()
     metrics.refresh()

@@ -12,13 +12,13 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from config.clock import DAY_MS
-from config.settings import Settings
-from pipeline.lake import duckdb_check
 from pipeline.lake.catalog import open_catalog
+from pipeline.lake.config import BatchConfig
 from pipeline.lake.tables import PLAYBACK_EVENTS, TITLES, TOP10, ensure_table
 from pipeline.lake.titles import sync_titles
 from pipeline.lake.top10 import Top10Request, read_top10, run_top10
 from pipeline.lake.weeks import week_bounds_ms
+from tests.support import duckdb_check
 
 pytestmark = pytest.mark.integration
 
@@ -26,11 +26,13 @@ W46_START_MS = W47_START_MS - 7 * DAY_MS
 
 
 @pytest.fixture
-def lake(tmp_path: Path, catalog_overrides: dict[str, object]) -> tuple[Settings, Catalog, Table]:
-    settings = lake_only_settings(tmp_path, **catalog_overrides)
-    catalog = open_catalog(settings)
-    sync_titles(settings, catalog, use_topic=False)
-    return settings, catalog, ensure_table(catalog, settings.catalog_namespace, PLAYBACK_EVENTS)
+def lake(
+    tmp_path: Path, catalog_overrides: dict[str, object]
+) -> tuple[BatchConfig, Catalog, Table]:
+    config = BatchConfig.from_settings(lake_only_settings(tmp_path, **catalog_overrides))
+    catalog = open_catalog(config.lake)
+    sync_titles(catalog, config.lake.namespace, None)
+    return config, catalog, ensure_table(catalog, config.lake.namespace, PLAYBACK_EVENTS)
 
 
 def _files(table: Table, week: str) -> dict[str, bytes]:
@@ -45,27 +47,27 @@ def _files(table: Table, week: str) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("catalog_type", ["sql", "rest"])
 def test_rerun_is_identical_and_backfill_touches_only_its_week(
-    lake: tuple[Settings, Catalog, Table],
+    lake: tuple[BatchConfig, Catalog, Table],
 ) -> None:
-    settings, catalog, events = lake
+    config, catalog, events = lake
     append_events(events, simulated(15_000, start_ms=W47_START_MS), partition=0)
     append_events(events, simulated(8_000, start_ms=W46_START_MS + 3 * DAY_MS, seed=3), partition=1)
     w46, w47 = Top10Request("2026-W46"), Top10Request("2026-W47")
-    first = run_top10(settings, catalog, w47)
-    run_top10(settings, catalog, w46)
-    top10 = catalog.load_table((settings.catalog_namespace, TOP10.name))
-    before_46 = read_top10(settings, catalog, w46)
+    first = run_top10(config, catalog, w47)
+    run_top10(config, catalog, w46)
+    top10 = catalog.load_table((config.lake.namespace, TOP10.name))
+    before_46 = read_top10(catalog, config.lake.namespace, w46)
     files_47 = _files(top10, "2026-W47")
     assert first.rows.num_rows > 100
     assert first.quality["since_previous_run"] is None
     assert first.quality["days_without_data"] == [f"2026-11-{d}" for d in range(17, 23)]
 
     # Rerun: same content, byte for byte, replacing (not adding to) the week.
-    again = run_top10(settings, catalog, w47)
+    again = run_top10(config, catalog, w47)
     top10.refresh()
     files_again = _files(top10, "2026-W47")
     assert sorted(files_again.values()) == sorted(files_47.values())
-    assert read_top10(settings, catalog, w47).equals(
+    assert read_top10(catalog, config.lake.namespace, w47).equals(
         first.rows.sort_by(
             [("country", "ascending"), ("category", "ascending"), ("rank", "ascending")]
         )
@@ -81,10 +83,10 @@ def test_rerun_is_identical_and_backfill_touches_only_its_week(
     # Backfill W46 (late-arriving days): only W46 changes; W47's files are untouched.
     late = simulated(6_000, start_ms=W46_START_MS, seed=5)
     append_events(events, late, partition=2)
-    backfill = run_top10(settings, catalog, w46)
+    backfill = run_top10(config, catalog, w46)
     top10.refresh()
     assert _files(top10, "2026-W47") == files_again  # same paths, same bytes
-    after_46 = read_top10(settings, catalog, w46)
+    after_46 = read_top10(catalog, config.lake.namespace, w46)
     assert not after_46.equals(before_46)
     since = backfill.quality["since_previous_run"]
     assert since["new_rows"] == len(late)
@@ -93,9 +95,9 @@ def test_rerun_is_identical_and_backfill_touches_only_its_week(
 
 
 def test_unavailable_and_unknown_titles_are_flagged_and_excluded(
-    lake: tuple[Settings, Catalog, Table],
+    lake: tuple[BatchConfig, Catalog, Table],
 ) -> None:
-    settings, catalog, events = lake
+    config, catalog, events = lake
     base = simulated(3_000, start_ms=W47_START_MS)
     jp_only = "t0002"  # available in JP only (schemas/data/titles.json)
     odd = [
@@ -103,7 +105,7 @@ def test_unavailable_and_unknown_titles_are_flagged_and_excluded(
         dict(base[1], event_id="x2", title_id="t9999", country="GB", watched_ms=10**9),
     ]
     append_events(events, base + odd)
-    result = run_top10(settings, catalog, Top10Request("2026-W47"))
+    result = run_top10(config, catalog, Top10Request("2026-W47"))
     q = result.quality
     assert [(v["country"], v["title_id"]) for v in q["unavailable_titles"]] == [("US", jp_only)]
     assert [(v["country"], v["title_id"]) for v in q["unknown_titles"]] == [("GB", "t9999")]
@@ -115,31 +117,32 @@ def test_unavailable_and_unknown_titles_are_flagged_and_excluded(
 
 
 def test_country_and_local_week_runs_replace_only_their_rows(
-    lake: tuple[Settings, Catalog, Table],
+    lake: tuple[BatchConfig, Catalog, Table],
 ) -> None:
-    settings, catalog, events = lake
+    config, catalog, events = lake
     append_events(events, simulated(10_000, start_ms=W47_START_MS))
-    utc = run_top10(settings, catalog, Top10Request("2026-W47"))
-    us = run_top10(settings, catalog, Top10Request("2026-W47", country="US"))
-    local = run_top10(settings, catalog, Top10Request("2026-W47", local_week=True))
+    utc = run_top10(config, catalog, Top10Request("2026-W47"))
+    us = run_top10(config, catalog, Top10Request("2026-W47", country="US"))
+    local = run_top10(config, catalog, Top10Request("2026-W47", local_week=True))
+    ns = config.lake.namespace
     assert set(us.rows["country"].to_pylist()) == {"US"}
-    assert read_top10(settings, catalog, Top10Request("2026-W47")).num_rows == utc.rows.num_rows
+    assert read_top10(catalog, ns, Top10Request("2026-W47")).num_rows == utc.rows.num_rows
     # Monday 00:00-05:00 UTC is still the previous week in New York.
     assert local.quality["input_rows"] < utc.quality["input_rows"]
-    assert read_top10(settings, catalog, Top10Request("2026-W47", local_week=True)).num_rows == (
+    assert read_top10(catalog, ns, Top10Request("2026-W47", local_week=True)).num_rows == (
         local.rows.num_rows
     )
 
 
 def test_duckdb_reading_the_metadata_agrees_with_our_top10(
-    lake: tuple[Settings, Catalog, Table],
+    lake: tuple[BatchConfig, Catalog, Table],
 ) -> None:
-    settings, catalog, events = lake
+    config, catalog, events = lake
     append_events(events, simulated(20_000, start_ms=W47_START_MS + DAY_MS))
     append_events(events, simulated(2_000, start_ms=W47_START_MS + 7 * DAY_MS, seed=9))  # W48
-    ours = run_top10(settings, catalog, Top10Request("2026-W47")).rows
+    ours = run_top10(config, catalog, Top10Request("2026-W47")).rows
     events.refresh()
-    titles = catalog.load_table((settings.catalog_namespace, TITLES.name))
+    titles = catalog.load_table((config.lake.namespace, TITLES.name))
     lo, hi = week_bounds_ms("2026-W47")
     con = duckdb_check.connect()
     theirs = duckdb_check.top10(con, events.metadata_location, titles.metadata_location, lo, hi)

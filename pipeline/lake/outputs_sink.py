@@ -1,10 +1,10 @@
 """The stream job's outputs into the lake: viewing-metrics panes and late events.
 
-Same exactly-once scheme as the events sink (pipeline/lake/sink.py): each table's snapshots
-carry ``kafka.offsets`` for its topic, the consumer seeks to them on assignment, and records
-below the stored offset are dropped before a write. Panes are upserted (highest revision per
-key wins, so a replayed pane is harmless anyway); late events are appended. Low volume: one
-consumer for both topics, small batches.
+Exactly once as the events sink (pipeline/lake/commit.py): each table's snapshots carry
+``kafka.offsets`` for its topic, the consumer seeks to them on assignment, and records below
+the stored offset are dropped before a write. Panes are upserted (highest revision per key
+wins, so a replayed pane is harmless anyway); late events are appended (both conversions:
+pipeline/lake/outputs_tables.py). Low volume: one consumer for both topics, small batches.
 """
 
 from __future__ import annotations
@@ -16,21 +16,19 @@ from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
-from config.settings import Settings
 from pipeline.lake.catalog import open_catalog
-from pipeline.lake.exceptions import SinkError
-from pipeline.lake.sink import (
-    COMMIT_RETRIES,
-    OFFSETS_PROPERTY,
+from pipeline.lake.commit import (
     TRANSIENT_ERRORS,
     Offsets,
     Outage,
+    commit_with_offsets,
     stored_offsets,
 )
-from pipeline.lake.stream_tables import late_arrow, panes_arrow, upsert_panes
+from pipeline.lake.config import SinkConfig
+from pipeline.lake.exceptions import SinkError
+from pipeline.lake.outputs_tables import late_arrow, panes_arrow, upsert_panes
 from pipeline.lake.tables import LATE_EVENTS, VIEWING_METRICS, ensure_table
 from schemas.codec import DecodeError
 from schemas.topics import LATE_EVENTS as LATE_ROLE
@@ -40,29 +38,39 @@ from schemas.topics import codec
 log = logging.getLogger(__name__)
 
 Pending = list[tuple[int, int, dict[str, Any]]]  # (partition, offset, record)
+Writer = Callable[[Table, list[dict[str, Any]], dict[str, str]], None]
 
 
-def _offsets_json(topic: str, offsets: Offsets) -> str:
-    import json
+def write_panes(table: Table, records: list[dict[str, Any]], props: dict[str, str]) -> None:
+    """Upsert viewing_metric.v1 records into viewing_metrics, with ``props`` in the snapshot."""
+    data = panes_arrow(records)
+    if not upsert_panes(table, data, props):
+        # Nothing newer to write; still record how far we have read.
+        table.append(data.slice(0, 0), snapshot_properties=props)
 
-    return json.dumps({topic: {str(p): o for p, o in sorted(offsets.items())}}, sort_keys=True)
+
+def write_late(table: Table, records: list[dict[str, Any]], props: dict[str, str]) -> None:
+    """Append late_event.v1 records to late_events, with ``props`` in the snapshot."""
+    table.append(late_arrow(records), snapshot_properties=props)
 
 
 class StreamOutputSink:
     """Consumes the viewing-metrics and late-events topics into their tables."""
 
-    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
-        self.settings = settings
-        catalog = catalog or open_catalog(settings)
-        ns = settings.catalog_namespace
+    def __init__(self, config: SinkConfig, catalog: Catalog | None = None) -> None:
+        self.config = config
+        catalog = catalog or open_catalog(config.lake)
+        ns = config.lake.namespace
+        metrics, late = config.viewing_metrics_topic, config.late_events_topic
         self.tables: dict[str, Table] = {
-            settings.viewing_metrics_topic: ensure_table(catalog, ns, VIEWING_METRICS),
-            settings.late_events_topic: ensure_table(catalog, ns, LATE_EVENTS),
+            metrics: ensure_table(catalog, ns, VIEWING_METRICS),
+            late: ensure_table(catalog, ns, LATE_EVENTS),
         }
         self.codecs = {
-            settings.viewing_metrics_topic: codec(METRICS_ROLE.schema or "", "ms"),
-            settings.late_events_topic: codec(LATE_ROLE.schema or "", "ms"),
+            metrics: codec(METRICS_ROLE.schema or "", "ms"),
+            late: codec(LATE_ROLE.schema or "", "ms"),
         }
+        self._writers: dict[str, Writer] = {metrics: write_panes, late: write_late}
         self.undecodable = 0  # counted; the stream job owns these topics' contracts
         self.written = {topic: 0 for topic in self.tables}
         self._pending: dict[str, Pending] = {topic: [] for topic in self.tables}
@@ -71,8 +79,8 @@ class StreamOutputSink:
         self._outage = Outage()
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": f"lake-stream-sink.{settings.viewing_metrics_topic}",
+                "bootstrap.servers": config.bootstrap_servers,
+                "group.id": config.outputs_group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 10_000,
@@ -169,24 +177,11 @@ class StreamOutputSink:
             self._pending[topic], self._next[topic] = [], {}
 
     def _commit(self, topic: str, table: Table, pending: Pending, covers: Offsets) -> None:
-        for _ in range(COMMIT_RETRIES):
-            stored = stored_offsets(table, topic)
+        write_records = self._writers[topic]
+
+        def write(stored: Offsets, props: dict[str, str]) -> int:
             fresh = [r for p, o, r in pending if o >= stored.get(p, 0)]
-            merged = {**stored, **{p: max(o, stored.get(p, 0)) for p, o in covers.items()}}
-            if merged == stored:
-                return
-            props = {OFFSETS_PROPERTY: _offsets_json(topic, merged)}
-            try:
-                if table.name()[-1] == VIEWING_METRICS.name:
-                    data = panes_arrow(fresh)
-                    if not upsert_panes(table, data, props):
-                        # Nothing newer to write; still record how far we have read.
-                        table.append(data.slice(0, 0), snapshot_properties=props)
-                else:
-                    table.append(late_arrow(fresh), snapshot_properties=props)
-            except CommitFailedException:
-                table.refresh()
-                continue
-            self.written[topic] += len(fresh)
-            return
-        raise SinkError(f"{table.name()}: {COMMIT_RETRIES} commit conflicts in a row")
+            write_records(table, fresh, props)
+            return len(fresh)
+
+        self.written[topic] += commit_with_offsets(table, topic, covers, write) or 0

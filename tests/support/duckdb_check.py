@@ -1,5 +1,9 @@
 """A second, independent engine over our tables: DuckDB's iceberg extension, offline.
 
+A test aid, not part of the program: tests/pipeline/lake/test_lake_top10.py imports it as
+``tests.support.duckdb_check`` (the repo root is on pytest's path), benchmarks/lake_bench.py
+loads it by path.
+
 The extensions come from wheels (``duckdb-ext-iceberg``, ``duckdb-ext-avro``: the dev extra),
 loaded by file path with auto-install and auto-load off, so nothing is downloaded. DuckDB
 reads the table's metadata.json directly (``iceberg_scan``), not through our catalog code,

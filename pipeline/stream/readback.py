@@ -1,8 +1,12 @@
-"""Reading the stream job's outputs back: panes (latest revision per key), late events, status.
+"""Reading the stream job's outputs back: panes (latest revision per key), late events, status,
+and the job's lag.
 
 What `sandbox results`, `sandbox late` and `sandbox watch` show, and what the integration
 tests assert on. Every read is bounded (end of the partitions or a deadline) and uses a
 throw-away consumer group, so reading never moves anyone's committed offsets.
+
+The public readers take the ``Settings`` the CLI built (the bootstrap servers, the job id
+and the topic they read); the helpers below them take just those values.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from config.settings import Settings
 from kafka_io.reader import make_consumer, read_messages
+from pipeline.stream.records import status_key
 from schemas.panes import latest_revisions
 from schemas.topics import codec
 
@@ -33,8 +38,8 @@ __all__ = [
 ]
 
 
-def _read_all(settings: Settings, topic: str, timeout_s: float) -> list[Any]:
-    consumer = make_consumer(settings.bootstrap_servers, f"sandbox-read-{uuid.uuid4().hex[:8]}")
+def _read_all(bootstrap_servers: str, topic: str, timeout_s: float) -> list[Any]:
+    consumer = make_consumer(bootstrap_servers, f"sandbox-read-{uuid.uuid4().hex[:8]}")
     try:
         consumer.subscribe([topic])
         return list(read_messages(consumer, timeout_s=timeout_s, stop_at_end=True))
@@ -45,7 +50,8 @@ def _read_all(settings: Settings, topic: str, timeout_s: float) -> list[Any]:
 def read_panes(settings: Settings, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Every pane on the viewing-metrics topic, in topic order (timestamps as epoch ms)."""
     dec = codec("viewing_metric", "ms").decode
-    return [dec(m.value()) for m in _read_all(settings, settings.viewing_metrics_topic, timeout_s)]
+    messages = _read_all(settings.bootstrap_servers, settings.viewing_metrics_topic, timeout_s)
+    return [dec(m.value()) for m in messages]
 
 
 def latest_panes(panes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -56,7 +62,8 @@ def latest_panes(panes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def read_late_events(settings: Settings, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     dec = codec("late_event", "ms").decode
-    return [dec(m.value()) for m in _read_all(settings, settings.late_events_topic, timeout_s)]
+    messages = _read_all(settings.bootstrap_servers, settings.late_events_topic, timeout_s)
+    return [dec(m.value()) for m in messages]
 
 
 STALE_STATUS_MS = 5_000
@@ -66,9 +73,9 @@ STALE_STATUS_MS = 5_000
 def read_status(settings: Settings, timeout_s: float = 10.0) -> dict[str, Any] | None:
     """The job's status merged over its live workers (:func:`merge_status`), or None if no
     worker of this job ever published one."""
-    prefix = f"{settings.stream_job_id}/".encode()
+    prefix = status_key(settings.stream_job_id, "")
     latest: dict[bytes, dict[str, Any]] = {}
-    for msg in _read_all(settings, settings.job_status_topic, timeout_s):
+    for msg in _read_all(settings.bootstrap_servers, settings.job_status_topic, timeout_s):
         key = msg.key()
         if key is not None and key.startswith(prefix):
             latest[key] = json.loads(msg.value())
@@ -145,29 +152,23 @@ class JobLag:
         )
 
 
-def job_lag(settings: Settings, consumer: Consumer | None = None) -> JobLag:
-    """Lag of the stream job's group (``stream_job_id``) on the events topic, then on its
-    routed topic: in that order, because stage 1 flushes the routed records of what it
-    committed, so the routed topic's end read afterwards includes them. Does not join the
-    group: it only asks the coordinator for the committed offsets."""
-    own = consumer is None
-    c = consumer or make_consumer(settings.bootstrap_servers, settings.stream_job_id)
-    try:
-        out: dict[tuple[str, int], tuple[int | None, int]] = {}
-        for topic in (settings.events_topic, settings.routed_topic):
-            meta = c.list_topics(topic, timeout=10).topics[topic]
-            if meta.error is not None:  # no routed topic yet: the job never started
-                continue
-            tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-            for tp in c.committed(tps, timeout=10):
-                _low, high = c.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
-                )
-                out[(topic, tp.partition)] = (tp.offset if tp.offset >= 0 else None, high)
-        return JobLag(out)
-    finally:
-        if own:
-            c.close()
+def job_lag(consumer: Consumer, events_topic: str, routed_topic: str) -> JobLag:
+    """Lag of ``consumer``'s group (the stream job's: its ``stream_job_id``) on the events
+    topic, then on its routed topic: in that order, because stage 1 flushes the routed
+    records of what it committed, so the routed topic's end read afterwards includes them.
+    Does not join the group: it only asks the coordinator for the committed offsets."""
+    out: dict[tuple[str, int], tuple[int | None, int]] = {}
+    for topic in (events_topic, routed_topic):
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:  # no routed topic yet: the job never started
+            continue
+        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        for tp in consumer.committed(tps, timeout=10):
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
+            )
+            out[(topic, tp.partition)] = (tp.offset if tp.offset >= 0 else None, high)
+    return JobLag(out)
 
 
 _COORDINATOR_NOT_READY = (
@@ -187,7 +188,7 @@ def wait_caught_up(settings: Settings, timeout_s: float, poll_s: float = 0.5) ->
         lag = JobLag({})
         while True:
             try:
-                lag = job_lag(settings, consumer)
+                lag = job_lag(consumer, settings.events_topic, settings.routed_topic)
             except KafkaException as exc:
                 # A group coordinator that is still loading (fresh broker, new group)
                 # answers NOT_COORDINATOR for a while, not always flagged retriable.

@@ -28,7 +28,7 @@ as one list (offset order, at most ``batch_max_messages``), awaited in the fetch
 slow handler holds the fetch loop (backpressure). Faust still runs the consumer group,
 assignment, rebalances, fetching (aiokafka) and offset commits::
 
-    app.transport.Consumer = FastConsumer  # before anything reads app.consumer
+    use_fast_consumer(app)  # before anything reads app.consumer; checks the Faust version
     events = app.topic(name, key_type=bytes, value_type=bytes, ...)  # acks=True (default)
     consumer = app.consumer
     assert isinstance(consumer, FastConsumer)
@@ -46,7 +46,7 @@ assignment, rebalances, fetching (aiokafka) and offset commits::
   subscription and, since ``app.topic`` has ``acks=True`` by default, in
   ``Conductor._acking_topics``: that is ``app.topics.acks_enabled_for(name)``, without
   which ``Consumer.ack`` records nothing. Call it before the worker starts (after
-  ``app.transport.Consumer = FastConsumer``, ``app.consumer`` is this class); registered
+  ``use_fast_consumer(app)``, ``app.consumer`` is this class); registered
   later, the Conductor resubscribes only after its 45 s ``_resubscribe_sleep_lock_seconds``.
   No agent may read the same topic: its messages no longer reach the Conductor.
 * Commits. ``ack_messages(messages)`` does what Faust's ``Consumer.ack`` does for each
@@ -73,11 +73,24 @@ assignment, rebalances, fetching (aiokafka) and offset commits::
   offset order per partition (a prefix of what was handed over): Faust commits the first
   consecutive run of acked offsets without checking that it starts at the committed offset
   (faust-streaming#606). Acks for partitions no longer assigned are ignored.
+
+Version guard
+-------------
+All of the above leans on Faust's private attributes and on the shape of its fetch loop
+(``_drain_messages``, ``getmany``, ``_read_offset``, ``_acked``, ``_committed_offset``,
+``_add_gap``, ...), read from faust-streaming 0.15.3. Another release may change any of
+them without a word, and the result would not be a crash but lost or doubled records. So
+:func:`use_fast_consumer` and the constructor of :class:`FastConsumer` refuse to run on a
+faust-streaming version not in :data:`TESTED_FAUST_VERSIONS`
+(:class:`UnsupportedFaustVersion`, before the worker starts). ``constraints.txt`` pins the
+tested version; to support another, compare the copied code with that release, run
+``tests/pipeline/test_faust_consumer.py`` and the stream-job tests, and add it to the set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import types
 from collections.abc import (
     AsyncIterator,
@@ -99,7 +112,20 @@ from mode import Service, ServiceT
 from mode.services import WaitResults
 from mode.utils.futures import notify
 
-__all__ = ["BATCH_MAX_MESSAGES", "BatchHandler", "FastConsumer"]
+from config.errors import SandboxError
+
+__all__ = [
+    "BATCH_MAX_MESSAGES",
+    "TESTED_FAUST_VERSIONS",
+    "BatchHandler",
+    "FastConsumer",
+    "UnsupportedFaustVersion",
+    "check_faust_version",
+    "use_fast_consumer",
+]
+
+#: The faust-streaming releases the copied internals were read from and tested with.
+TESTED_FAUST_VERSIONS = frozenset({"0.15.3"})
 
 #: ``handler(tp, messages)``: one partition's messages of one fetch, in offset order.
 BatchHandler = Callable[[TP, list[Message]], Awaitable[None]]
@@ -109,6 +135,43 @@ BatchHandler = Callable[[TP, list[Message]], Awaitable[None]]
 BATCH_MAX_MESSAGES = 10_000
 
 _HANDED_OVER = object()
+
+
+class UnsupportedFaustVersion(SandboxError):
+    """The installed faust-streaming is not one this module's copy of its internals was
+    tested with."""
+
+
+def installed_faust_version() -> str | None:
+    """The installed faust-streaming's version, None if its metadata cannot be found."""
+    try:
+        return importlib.metadata.version("faust-streaming")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_faust_version() -> None:
+    """Raise :class:`UnsupportedFaustVersion` unless the installed faust-streaming is in
+    :data:`TESTED_FAUST_VERSIONS` (see "Version guard" in the module docstring)."""
+    installed = installed_faust_version()
+    if installed in TESTED_FAUST_VERSIONS:
+        return
+    tested = ", ".join(sorted(TESTED_FAUST_VERSIONS))
+    found = "an unknown version" if installed is None else installed
+    raise UnsupportedFaustVersion(
+        f"faust-streaming {found} is installed, but the stream job's consumer "
+        f"(pipeline/stream/faust_consumer.py) copies Faust internals tested only with "
+        f"faust-streaming {tested}. Install faust-streaming==0.15.3, as constraints.txt "
+        f"pins it (`make setup`, or pip install -c constraints.txt -e '.[dev]'); or check "
+        f"the copied code against {found} and add it to TESTED_FAUST_VERSIONS"
+    )
+
+
+def use_fast_consumer(app: Any) -> None:
+    """Make :class:`FastConsumer` the consumer of ``app`` (a ``faust.App``), after checking
+    the faust-streaming version. Call it before anything reads ``app.consumer``."""
+    check_faust_version()
+    app.transport.Consumer = FastConsumer
 
 
 @types.coroutine
@@ -155,6 +218,7 @@ class FastConsumer(Consumer):
     batch_max_messages: int = BATCH_MAX_MESSAGES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_faust_version()  # also when installed without use_fast_consumer
         # topic name -> handler; read once per fetch by _getmany_grouped.
         self._batch_handlers: dict[str, BatchHandler] = {}
         super().__init__(*args, **kwargs)

@@ -1,20 +1,12 @@
-"""The lake sink: playback events from Kafka into Iceberg, exactly once, without transactions.
+"""The events sink: playback events from Kafka into Iceberg, exactly once.
 
-Exactly once comes from the table, not from the consumer group:
-
-* every append to ``playback_events`` records, in its snapshot summary, the Kafka position
-  it covers: ``kafka.offsets = {"<topic>": {"<partition>": <next offset>}}`` (the whole map,
-  merged with what was stored before, so the newest snapshot is enough);
-* on start and on every rebalance (``on_assign``) the sink seeks each partition to the
-  offset stored in the table, not to the group's committed offset;
-* before each append (and again after a commit conflict, with the table refreshed) rows below
-  the stored offset of their partition are dropped: a batch already committed, e.g. by a
-  sink that was killed before it could commit the group offsets, is never appended again.
-
-The commit of the group offsets follows the Iceberg commit and is for monitoring only (lag).
-Undecodable records go to the ``dead_letters`` table (original bytes, topic, partition,
-offset, error), committed *before* the events of the same batch and filtered by that table's
-own stored offsets, so they are exactly-once as well.
+``LakeSink`` consumes the events topic and appends each batch to ``playback_events`` with
+the Kafka offsets it covers in the snapshot (the scheme of pipeline/lake/commit.py): on
+every assignment it seeks to the table's stored offsets, before each append it drops what
+the table already has. The commit of the group offsets follows the Iceberg commit and is for
+monitoring only (lag). Undecodable records go to the ``dead_letters`` table (original bytes,
+topic, partition, offset, error), committed *before* the events of the same batch and
+filtered by that table's own stored offsets, so they are exactly-once as well.
 
 Data shape per batch: Kafka messages -> decoded records (dicts, timestamps as epoch ms) ->
 one Arrow column per field -> Arrow table sorted by (title_id, country) -> one append.
@@ -22,7 +14,6 @@ one Arrow column per field -> Arrow table sorted by (title_id, country) -> one a
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -36,17 +27,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import (
-    CommitFailedException,
-    CommitStateUnknownException,
-    ServerError,
-    ServiceUnavailableError,
-)
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from config.clock import now_ms
-from config.settings import Settings
+from kafka_io.reader import high_watermarks as _high_watermarks
 from pipeline.lake.catalog import open_catalog
+from pipeline.lake.commit import (
+    TRANSIENT_ERRORS,
+    Offsets,
+    Outage,
+    commit_with_offsets,
+    drop_committed,
+    stored_offsets,
+)
+from pipeline.lake.config import SinkConfig
 from pipeline.lake.exceptions import SinkError
 from pipeline.lake.tables import DEAD_LETTERS, PLAYBACK_EVENTS, TS, columns_table, ensure_table
 from pipeline.lake.titles import sync_titles
@@ -55,89 +50,12 @@ from schemas.topics import events_codec
 
 log = logging.getLogger(__name__)
 
-OFFSETS_PROPERTY = "kafka.offsets"
 STAGE = "lake-sink"
-COMMIT_RETRIES = 10
 #: Snapshot expiry: every EXPIRE_EVERY_S, drop snapshots older than EXPIRE_OLDER_THAN,
 #: always keeping the newest KEEP_SNAPSHOTS (time travel over the last minutes stays possible).
 EXPIRE_EVERY_S = 300.0
 EXPIRE_OLDER_THAN = timedelta(minutes=30)
 KEEP_SNAPSHOTS = 20
-
-Offsets = dict[int, int]  # partition -> next offset to read
-
-#: What an unreachable, hung or failing object store or catalog raises: pyarrow's S3
-#: errors and requests' connection errors are OSErrors; a REST catalog answers 5xx. A commit
-#: whose outcome is unknown is retried like the others: the table's stored offsets drop
-#: whatever it did write.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ServerError,
-    ServiceUnavailableError,
-    CommitStateUnknownException,
-)
-
-
-class Outage:
-    """Backoff while the lake is unreachable: the batch is kept and retried, nothing is
-    dropped, and the sink keeps serving its consumer group meanwhile."""
-
-    FIRST_DELAY_S = 1.0
-    MAX_DELAY_S = 30.0
-
-    def __init__(self) -> None:
-        self.since: float | None = None  # monotonic time of the first failure
-        self._retry_at = 0.0
-        self._delay_s = self.FIRST_DELAY_S
-
-    @property
-    def active(self) -> bool:
-        return self.since is not None
-
-    def due(self) -> bool:
-        return time.monotonic() >= self._retry_at
-
-    def failed(self, what: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if self.since is None:
-            self.since = now
-        self._retry_at = now + self._delay_s
-        log.warning(
-            "%s failed, retrying in %.0f s (the lake has been unreachable for %.0f s): %s",
-            what,
-            self._delay_s,
-            now - self.since,
-            " ".join(str(exc).split())[:300],
-        )
-        self._delay_s = min(self._delay_s * 2, self.MAX_DELAY_S)
-
-    def recovered(self, what: str) -> None:
-        if self.since is not None:
-            log.warning("%s succeeded after %.0f s", what, time.monotonic() - self.since)
-        self.since = None
-        self._delay_s = self.FIRST_DELAY_S
-
-
-def sink_group(settings: Settings) -> str:
-    """The sink's consumer group (per events topic: each test topic gets its own group)."""
-    return f"lake-sink.{settings.events_topic}"
-
-
-def stored_offsets(table: Table, topic: str) -> Offsets:
-    """The Kafka position the table has committed for ``topic`` (newest snapshot with one)."""
-    snapshot = table.current_snapshot()
-    while snapshot is not None:
-        summary = snapshot.summary
-        raw = summary.additional_properties.get(OFFSETS_PROPERTY) if summary else None
-        if raw is not None:
-            return {int(p): int(o) for p, o in json.loads(raw).get(topic, {}).items()}
-        parent = snapshot.parent_snapshot_id
-        snapshot = table.snapshot_by_id(parent) if parent is not None else None
-    return {}
-
-
-def _offsets_json(topic: str, offsets: Offsets) -> str:
-    return json.dumps({topic: {str(p): o for p, o in sorted(offsets.items())}}, sort_keys=True)
 
 
 @dataclass
@@ -230,38 +148,25 @@ def dead_letters_arrow(
     )
 
 
-def _keep_uncommitted(data: pa.Table, part_col: str, off_col: str, stored: Offsets) -> pa.Table:
-    """Drop rows whose offset the table already covers (stored[partition] > offset)."""
-    if not stored or data.num_rows == 0:
-        return data
-    parts = data[part_col]
-    # Vectorised: map each partition to its stored offset via a small lookup table.
-    keys = pa.array(sorted(stored), pa.int32())
-    values = pa.array([stored[p] for p in sorted(stored)], pa.int64())
-    idx = pc.index_in(parts, value_set=keys)
-    floor = pc.fill_null(pc.take(values, idx), 0)
-    return data.filter(pc.greater_equal(data[off_col], floor))
-
-
 class LakeSink:
     """One consumer of the events topic writing batches to Iceberg. ``run()`` until stopped."""
 
     def __init__(
         self,
-        settings: Settings,
+        config: SinkConfig,
         catalog: Catalog | None = None,
         *,
         sync_titles_on_start: bool = True,
         consumer_overrides: dict[str, Any] | None = None,
     ) -> None:
-        self.settings = settings
-        self.topic = settings.events_topic
-        self.catalog = catalog or open_catalog(settings)
-        ns = settings.catalog_namespace
+        self.config = config
+        self.topic = config.events_topic
+        self.catalog = catalog or open_catalog(config.lake)
+        ns = config.lake.namespace
         self.events = ensure_table(self.catalog, ns, PLAYBACK_EVENTS)
         self.dead = ensure_table(self.catalog, ns, DEAD_LETTERS)
         if sync_titles_on_start:
-            sync_titles(settings, self.catalog)
+            sync_titles(self.catalog, ns, config.titles)
         self.counters = SinkCounters()
         self._codec = events_codec(timestamps="ms")
         self._stop = False
@@ -271,9 +176,9 @@ class LakeSink:
         self._last_expire = time.monotonic()
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": sink_group(settings),
-                "enable.auto.commit": False,  # the table holds the truth; see module doc
+                "bootstrap.servers": config.bootstrap_servers,
+                "group.id": config.events_group,
+                "enable.auto.commit": False,  # the table holds the truth: commit.py
                 "auto.offset.reset": "earliest",
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
@@ -341,8 +246,8 @@ class LakeSink:
             signal.signal(signal.SIGINT, self._signal)
             signal.signal(signal.SIGTERM, self._signal)
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        rows_per_commit = self.settings.sink_batch_rows
-        batch_s = self.settings.sink_batch_ms / 1000
+        rows_per_commit = self.config.batch_rows
+        batch_s = self.config.batch_ms / 1000
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop:
@@ -443,30 +348,24 @@ class LakeSink:
         self, table: Table, data: pa.Table, part_col: str, off_col: str, covers: Offsets
     ) -> int:
         """Append ``data`` minus what ``table`` already has; record the offsets. Returns rows."""
-        for attempt in range(COMMIT_RETRIES):
-            stored = stored_offsets(table, self.topic)
-            fresh = _keep_uncommitted(data, part_col, off_col, stored)
+
+        def append(stored: Offsets, props: dict[str, str]) -> int:
+            nonlocal data
+            fresh = drop_committed(data, part_col, off_col, stored)
             self.counters.skipped_committed += data.num_rows - fresh.num_rows
-            merged = dict(stored)
-            for p, o in covers.items():
-                merged[p] = max(o, stored.get(p, 0))
-            if merged == stored:
-                return 0  # everything in this batch is already in the table
-            props = {
-                OFFSETS_PROPERTY: _offsets_json(self.topic, merged),
-                "sink.rows": str(fresh.num_rows),
-            }
-            try:
-                table.append(fresh, snapshot_properties=props)
-            except CommitFailedException:
-                self.counters.commit_conflicts += 1
-                log.warning("commit conflict on %s (attempt %d); refreshing", table.name(), attempt)
-                table.refresh()
-                data = fresh
-                continue
+            data = fresh  # a retry after a conflict starts from what is left
+            table.append(fresh, snapshot_properties={**props, "sink.rows": str(fresh.num_rows)})
             self.counters.commits += 1
             return fresh.num_rows
-        raise SinkError(f"{table.name()}: {COMMIT_RETRIES} commit conflicts in a row")
+
+        def conflict() -> None:
+            self.counters.commit_conflicts += 1
+
+        written = commit_with_offsets(table, self.topic, covers, append, on_conflict=conflict)
+        if written is None:  # everything in this batch is already in the table
+            self.counters.skipped_committed += data.num_rows
+            return 0
+        return written
 
     # -- maintenance ------------------------------------------------------------------------
     def expire_snapshots(self, now: datetime | None = None) -> int:
@@ -502,38 +401,31 @@ def expire_old_snapshots(table: Table, older_than_ms: int, keep: int) -> int:
     return len(candidates)
 
 
-def high_watermarks(
-    settings: Settings, timeout_s: float = 10.0, topic: str | None = None
-) -> Offsets:
-    """End offset per partition of ``topic`` (default: the events topic)."""
-    topic = topic or settings.events_topic
+def high_watermarks(bootstrap_servers: str, topic: str, timeout_s: float = 10.0) -> Offsets:
+    """End offset per partition of ``topic``."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            "bootstrap.servers": bootstrap_servers,
             "group.id": "lake-watermarks",
             "enable.auto.commit": False,
             "log_level": 3,
         }
     )
     try:
-        md = consumer.list_topics(topic, timeout=timeout_s)
-        parts = md.topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-            for p in parts
-        }
+        return _high_watermarks(consumer, topic, timeout_s)
     finally:
         consumer.close()
 
 
-def wait_until_caught_up(settings: Settings, catalog: Catalog, timeout_s: float) -> Offsets:
-    """Poll until the table's stored offsets reach the topic's high watermarks (bounded)."""
+def wait_until_caught_up(config: SinkConfig, catalog: Catalog, timeout_s: float) -> Offsets:
+    """Poll until the table's stored offsets reach the events topic's high watermarks
+    (bounded)."""
     deadline = time.monotonic() + timeout_s
-    high = high_watermarks(settings)
-    table = ensure_table(catalog, settings.catalog_namespace, PLAYBACK_EVENTS)
+    high = high_watermarks(config.bootstrap_servers, config.events_topic)
+    table = ensure_table(catalog, config.lake.namespace, PLAYBACK_EVENTS)
     while True:
         table.refresh()
-        stored = stored_offsets(table, settings.events_topic)
+        stored = stored_offsets(table, config.events_topic)
         if all(stored.get(p, 0) >= h for p, h in high.items()):
             return stored
         if time.monotonic() >= deadline:
