@@ -31,6 +31,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from config.clock import now_ms
+from kafka_io.reader import FAST_FAILOVER, consumer_config
 from kafka_io.reader import high_watermarks as _high_watermarks
 from pipeline.lake.catalog import open_catalog
 from pipeline.lake.commit import (
@@ -174,21 +175,20 @@ class LakeSink:
         self._batch = _Batch()
         self._outage = Outage()
         self._last_expire = time.monotonic()
+        # No auto commit: the table holds the truth (commit.py).
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": config.bootstrap_servers,
-                "group.id": config.events_group,
-                "enable.auto.commit": False,  # the table holds the truth: commit.py
-                "auto.offset.reset": "earliest",
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 16 * 1024 * 1024,
-                "queued.max.messages.kbytes": 262_144,
-                # A killed sink's partitions move to a live one after 10 s, not the 45 s default.
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 2_000,
-                "log_level": 3,
-                **(consumer_overrides or {}),
-            }
+            consumer_config(
+                config.bootstrap_servers,
+                config.events_group,
+                **{
+                    "fetch.max.bytes": 64 * 1024 * 1024,
+                    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                    "queued.max.messages.kbytes": 262_144,
+                    **FAST_FAILOVER,
+                    "log_level": 3,
+                    **(consumer_overrides or {}),
+                },
+            )
         )
 
     # -- rebalance --------------------------------------------------------------------------
@@ -403,14 +403,7 @@ def expire_old_snapshots(table: Table, older_than_ms: int, keep: int) -> int:
 
 def high_watermarks(bootstrap_servers: str, topic: str, timeout_s: float = 10.0) -> Offsets:
     """End offset per partition of ``topic``."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": "lake-watermarks",
-            "enable.auto.commit": False,
-            "log_level": 3,
-        }
-    )
+    consumer = Consumer(consumer_config(bootstrap_servers, "lake-watermarks", log_level=3))
     try:
         return _high_watermarks(consumer, topic, timeout_s)
     finally:

@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from kafka_io.reader import FAST_FAILOVER, consumer_config
 from pipeline.lake.catalog import open_catalog
 from pipeline.lake.commit import (
     TRANSIENT_ERRORS,
@@ -78,14 +79,9 @@ class StreamOutputSink:
         self._stop = False
         self._outage = Outage()
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": config.bootstrap_servers,
-                "group.id": config.outputs_group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10_000,
-                "log_level": 3,
-            }
+            consumer_config(
+                config.bootstrap_servers, config.outputs_group, **FAST_FAILOVER, log_level=3
+            )
         )
 
     def stop(self) -> None:
