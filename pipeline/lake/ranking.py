@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 MS_PER_HOUR = 3_600_000
-CATEGORIES = ("FILM", "TV")
 
 
 @dataclass(frozen=True, slots=True)

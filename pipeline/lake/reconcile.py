@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 
 from pipeline.lake.config import BatchConfig, TitlesSource
+from pipeline.lake.outputs_tables import latest_revisions
 from pipeline.lake.tables import LATE_EVENTS, PLAYBACK_EVENTS, VIEWING_METRICS, ensure_table
 from pipeline.lake.titles import ensure_titles
 from pipeline.validate import REQUIRED_IDS, TitleIndex, invalid_mask
@@ -202,31 +203,22 @@ def run_reconcile(
     late_rows = late_t.scan(row_filter=where, selected_fields=fields).to_arrow()
     late = _aggregate(late_rows, size, "event_time")
 
-    panes = panes_t.scan(
-        row_filter=f"window_start >= '{_iso(lo)}' AND window_start < '{_iso(hi)}'"
-    ).to_arrow()
+    panes = latest_revisions(
+        panes_t.scan(
+            row_filter=f"window_start >= '{_iso(lo)}' AND window_start < '{_iso(hi)}'"
+        ).to_arrow()
+    )
     stream: dict[Key, Counts] = {}
-    best: dict[Key, int] = {}
     ws = pc.divide(pc.cast(panes["window_start"], pa.int64()), 1000).to_pylist()
-    for w, tid, c, rev, n, p, wm, bm in zip(
+    for w, tid, c, n, p, wm, bm in zip(
         ws,
         *(
             panes[x].to_pylist()
-            for x in (
-                "title_id",
-                "country",
-                "revision",
-                "events",
-                "plays",
-                "watch_ms",
-                "rebuffer_ms",
-            )
+            for x in ("title_id", "country", "events", "plays", "watch_ms", "rebuffer_ms")
         ),
         strict=True,
     ):
-        key = (w, tid, c)
-        if key not in best or rev > best[key]:
-            best[key], stream[key] = rev, (n, p, wm, bm)
+        stream[(w, tid, c)] = (n, p, wm, bm)
     all_panes = panes_t.scan(selected_fields=("watermark",)).to_arrow()
     watermark = (
         pc.max(pc.cast(all_panes["watermark"], pa.int64())).as_py() // 1000
