@@ -131,7 +131,7 @@ _DEVICE_SHARES_MOBILE_FIRST = (0.22, 0.55, 0.12, 0.03, 0.08)
 _MOBILE_FIRST = frozenset({"IN", "NG"})
 
 #: device type -> ((network, weight), ...)
-_NETWORKS = {
+NETWORKS = {
     "TV": (("WIFI", 0.62), ("ETHERNET", 0.37), ("UNKNOWN", 0.01)),
     "MOBILE": (("WIFI", 0.55), ("CELLULAR", 0.44), ("UNKNOWN", 0.01)),
     "WEB": (("WIFI", 0.66), ("ETHERNET", 0.31), ("UNKNOWN", 0.03)),
@@ -140,7 +140,7 @@ _NETWORKS = {
 }
 
 #: device type -> ((app_version, weight), ...)  (a staged rollout per platform)
-_APP_VERSIONS = {
+APP_VERSIONS = {
     "TV": (("tv-7.10.2", 0.12), ("tv-7.11.0", 0.33), ("tv-7.12.1", 0.55)),
     "MOBILE": (
         ("ios-16.3.0", 0.10),
@@ -203,8 +203,7 @@ _N_DEVICES_CUM = _normalised_cum((0.35, 0.35, 0.2, 0.1))[:-1]  # 1..4 devices pe
 _DEVICE_CUM = _normalised_cum(_DEVICE_SHARES)
 _DEVICE_CUM_MOBILE_FIRST = _normalised_cum(_DEVICE_SHARES_MOBILE_FIRST)
 _APP_CUM = {
-    d: (tuple(a for a, _ in v), _normalised_cum([w for _, w in v]))
-    for d, v in _APP_VERSIONS.items()
+    d: (tuple(a for a, _ in v), _normalised_cum([w for _, w in v])) for d, v in APP_VERSIONS.items()
 }
 
 
@@ -486,7 +485,7 @@ class Simulator:
                 dtype = DEVICE_TYPES[min(bisect_right(shares, u[1 + k]), len(DEVICE_TYPES) - 1)]
                 apps, app_cum = _APP_CUM[dtype]
                 app = apps[min(bisect_right(app_cum, u[5 + k]), len(apps) - 1)]
-                nets = _NETWORKS[dtype]
+                nets = NETWORKS[dtype]
                 dev_id = _uuid_from_bytes(blake2b(name + b":%d" % k, digest_size=16).digest())
                 devices.append(
                     (dev_id, dtype, app, tuple(n for n, _ in nets), _cum([w for _, w in nets]))

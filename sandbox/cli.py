@@ -24,7 +24,7 @@ from config.errors import SandboxError
 from config.settings import Settings
 from infra import stack
 from infra.kafka import BrokerError
-from sandbox import commands_chaos, commands_lake, commands_stream
+from sandbox import commands_chaos, commands_lake, commands_quality, commands_sql, commands_stream
 from sandbox.options import check_broker, duration_ms, settings_of, with_broker
 
 app = typer.Typer(
@@ -267,6 +267,8 @@ def demo(
 commands_stream.register(app)
 commands_lake.register(app)
 commands_chaos.register(app)
+commands_quality.register(app)
+commands_sql.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+from enum import Enum
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from pipeline.lake.ranking import DEFAULT_RANK_BY, RANK_BY
 from sandbox import reports
 from sandbox.options import settings_of, with_broker
 
 console = Console()
+
+RankBy = Enum("RankBy", {m: m for m in RANK_BY}, type=str)  # type: ignore[misc]
 
 
 def register(app: typer.Typer) -> None:
@@ -89,9 +93,17 @@ def top10(
     local_week: Annotated[
         bool, typer.Option("--local-week", help="Each country's local Monday-Sunday, not UTC.")
     ] = False,
+    rank_by: Annotated[
+        RankBy,
+        typer.Option(
+            help="Rank by views (hours viewed / runtime hours; Netflix since June 2023) or by "
+            "hours viewed (the older method). Each is stored as its own list."
+        ),
+    ] = RankBy[DEFAULT_RANK_BY],
 ) -> None:
-    """Weekly Top-10 per country and category (views = hours viewed / runtime); replaces
-    that week's rows in top10_by_country and prints a data-quality report."""
+    """Weekly Top-10 per country and category, ranked by views (hours viewed / runtime
+    hours) or --rank-by hours; replaces that week's rows of that method in top10_by_country
+    and prints a data-quality report."""
     from typer._click.exceptions import UsageError
 
     from pipeline.lake.weeks import parse_week
@@ -105,6 +117,7 @@ def top10(
             week=week,
             country=country,
             local_week=local_week,
+            rank_by=rank_by.value,
             show=show,
             as_json=as_json,
             wait_s=wait_timeout if wait else None,

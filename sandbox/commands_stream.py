@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from config.clock import iso_ms, now_ms
+from config.clock import HOUR_MS, iso_ms, now_ms
 from sandbox import reports
 from sandbox.options import check_broker, duration_ms, settings_of, with_broker
 
@@ -28,13 +30,23 @@ def register(app: typer.Typer) -> None:
         name="inject",
         no_args_is_help=True,
         help="Send awkward traffic to the events topic: late, out-of-order, duplicate, "
-        "malformed, offline-synced events.",
+        "malformed, offline-synced events, overlapping sessions, incidents.",
     )
     inject.command("late")(inject_late)
     inject.command("out-of-order")(inject_out_of_order)
     inject.command("duplicates")(inject_duplicates)
     inject.command("malformed")(inject_malformed)
     inject.command("offline-sync")(inject_offline_sync)
+    inject.command(
+        "overlapping-sessions",
+        short_help="Known pairs of overlapping sessions of one profile (and a touching pair, "
+        "not an overlap).",
+    )(inject_overlapping_sessions)
+    inject.command(
+        "incident",
+        short_help="A cause of a drop in LATAM streaming hours: heartbeat-bug, cdn-rebuffer, "
+        "delayed-backfill.",
+    )(inject_incident)
     app.add_typer(inject)
     app.command()(replay)
     app.command()(results)
@@ -105,22 +117,27 @@ def _inject(
     seed: int,
     partition: int | None,
     as_json: bool,
+    now: int | None = None,
+    describe: Callable[[dict[str, Any]], None] | None = None,
     **params: Any,
 ) -> None:
-    """Run injector ``run`` against the events topic at the current time; report it."""
+    """Run injector ``run`` against the events topic at ``now`` (default: the current time);
+    report it (its detail through ``describe``, if given, unless ``as_json``)."""
     s = with_broker(ctx)
     summary = run(
         s.bootstrap_servers,
         s.events_topic,
-        now_ms=now_ms(),
+        now_ms=now_ms() if now is None else now,
         seed=seed,
         partition=partition,
         **params,
     )
-    _report(summary, as_json)
+    _report(summary, as_json, describe)
 
 
-def _report(summary: Any, as_json: bool) -> None:
+def _report(
+    summary: Any, as_json: bool, describe: Callable[[dict[str, Any]], None] | None = None
+) -> None:
     data = summary.as_dict()
     if as_json:
         print(json.dumps(data, indent=2))
@@ -135,7 +152,9 @@ def _report(summary: Any, as_json: bool) -> None:
             f"{data['injector']}: sent {data['sent']} (acked {data['acked']}, "
             f"failed {data['failed']}) to {data['topic']}{span}"
         )
-        if data["detail"]:
+        if describe is not None:
+            describe(data["detail"])
+        elif data["detail"]:
             console.print(f"  {json.dumps(data['detail'])}")
     if data["failed"]:
         raise typer.Exit(1)
@@ -249,6 +268,156 @@ def inject_offline_sync(
         as_json=as_json,
         devices=devices,
         offline_ms=duration_ms(offline_for, "--offline-for"),
+    )
+
+
+def _instant_ms(text: str, name: str, *, now: int) -> int:
+    """An ISO-8601 time option (UTC unless it names an offset), not after ``now``, in epoch
+    ms; a bad one is a usage error naming ``name``."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO date/time like 2026-11-25T20:00:00Z", param_hint=name
+        ) from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    value = round(dt.timestamp() * 1000)
+    if value > now:
+        raise typer.BadParameter(
+            f"{text!r} is in the future (its events would be dead letters)", param_hint=name
+        )
+    return value
+
+
+def inject_overlapping_sessions(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option(min=1, help="How many overlapping pairs of sessions.")] = 5,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="The sessions end by this UTC time (ISO, e.g. 2026-11-25T20:00:00Z; default: now)."
+        ),
+    ] = None,
+    partition: Partition = None,
+    seed: Seed = 7,
+    as_json: AsJson = False,
+) -> None:
+    """--count known pairs of overlapping sessions (data-quality test data), plus one
+    touching pair that is not an overlap and one profile with a single session. A session
+    spans from its first to its last event_time; two sessions of one profile_id overlap iff
+    each starts strictly before the other ends (touching is not overlapping, identical
+    timestamps are). Each pair is a fresh profile overlap-<seed>-<at>-<i>; the summary (and
+    --json) lists the pairs, the touching pair and the single session."""
+
+    from producers.inject import overlapping_sessions as run
+
+    now = now_ms()
+    at_ms = now if at is None else _instant_ms(at, "--at", now=now)
+    _inject(
+        ctx,
+        run,
+        seed=seed,
+        partition=partition,
+        as_json=as_json,
+        now=now,
+        describe=_describe_overlaps,
+        count=count,
+        at_ms=at_ms,
+    )
+
+
+def _spans(spans: list[list[int]]) -> str:
+    return ", ".join(f"{iso_ms(a)} .. {iso_ms(b)}" for a, b in spans)
+
+
+def _line(text: str) -> None:
+    """One line as is: no wrapping (ids stay whole), no highlighting."""
+    console.print(text, soft_wrap=True, highlight=False)
+
+
+def _describe_overlaps(detail: dict[str, Any]) -> None:
+    pairs = detail["overlapping_pairs"]
+    _line(f"  {len(pairs)} overlapping pairs (profile_id  shape  session ids  spans):")
+    for pair in pairs:
+        _line(
+            f"    {pair['profile_id']}  {pair['shape']}  {' '.join(pair['sessions'])}  "
+            f"{_spans(pair['spans_ms'])}"
+        )
+    touching, single = detail["touching_pair"], detail["single_session"]
+    _line(
+        f"  touching pair, not an overlap: {touching['profile_id']}  "
+        f"{' '.join(touching['sessions'])}  {_spans(touching['spans_ms'])}"
+    )
+    _line(
+        f"  one session, no pair: {single['profile_id']}  {single['sessions'][0]}  "
+        f"{_spans(single['spans_ms'])}"
+    )
+
+
+def inject_incident(
+    ctx: typer.Context,
+    kind: Annotated[
+        str,
+        typer.Option(help="heartbeat-bug, cdn-rebuffer or delayed-backfill.", show_default=False),
+    ],
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="Event times from this UTC time (ISO; default: an hour before --to)."
+        ),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option(help="...up to this UTC time (ISO; default: now).")
+    ] = None,
+    clients: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Mean concurrent LATAM sessions.")
+    ] = 100,
+    partition: Partition = None,
+    seed: Seed = 7,
+    as_json: AsJson = False,
+) -> None:
+    """A cause of "a 10% drop in streaming hours in LATAM over the weekend": simulated BR, MX,
+    AR traffic of the span (default: the last hour), bent by --kind. heartbeat-bug: one
+    device type's newest app version loses its HEARTBEATs (watch time under-reported).
+    cdn-rebuffer: one country's sessions stall (high buffer_ms, less watched_ms).
+    delayed-backfill: one country's events, held by an outage, are sent now (late to the
+    stream job, complete in the lake). The summary names the fingerprint to find."""
+
+    from producers.incidents import check_request
+    from producers.incidents import incident as run
+
+    now = now_ms()
+    to_ms = now if to is None else _instant_ms(to, "--to", now=now)
+    from_ms = to_ms - HOUR_MS if from_ is None else _instant_ms(from_, "--from", now=now)
+    try:
+        check_request(kind, from_ms=from_ms, to_ms=to_ms, now_ms=now, clients=clients)
+    except ValueError as exc:
+        name, _, message = str(exc).partition(": ")
+        raise typer.BadParameter(message, param_hint=name) from exc
+    _inject(
+        ctx,
+        run,
+        seed=seed,
+        partition=partition,
+        as_json=as_json,
+        now=now,
+        describe=_describe_incident,
+        kind=kind,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        clients=clients,
+    )
+
+
+def _describe_incident(detail: dict[str, Any]) -> None:
+    _line(f"  cause: {detail['cause']}")
+    _line(f"  fingerprint: {json.dumps(detail['fingerprint'])}")
+    shown = ("kind", "cause", "fingerprint", "countries", "clients", "seed")
+    rest = {k: v for k, v in detail.items() if k not in shown}
+    _line(
+        f"  {', '.join(detail['countries'])}, {detail['clients']} clients, seed "
+        f"{detail['seed']}: {json.dumps(rest)}"
     )
 
 

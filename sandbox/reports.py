@@ -85,21 +85,27 @@ def run_top10(
     week: str,
     country: str | None = None,
     local_week: bool = False,
+    rank_by: str = "views",
     show: bool = False,
     as_json: bool = False,
     wait_s: float | None = None,
 ) -> None:
     """Compute and write a week's Top-10 (after the sink has caught up, if asked); report it.
 
-    ``week`` must already be a valid ISO week (the command checks it: a usage error)."""
+    ``week`` must already be a valid ISO week (the command checks it: a usage error), and
+    ``rank_by`` "views" or "hours" (else ValueError)."""
     from pipeline.lake.catalog import open_catalog
     from pipeline.lake.config import BatchConfig, SinkConfig
     from pipeline.lake.events_sink import wait_until_caught_up
+    from pipeline.lake.ranking import check_rank_by
     from pipeline.lake.top10 import Top10Request
     from pipeline.lake.top10 import run_top10 as compute
 
     request = Top10Request(
-        week=week, country=country.upper() if country else None, local_week=local_week
+        week=week,
+        country=country.upper() if country else None,
+        local_week=local_week,
+        rank_by=check_rank_by(rank_by),
     )
     with kafka_client_errors():
         config = BatchConfig.from_settings(settings)
@@ -115,3 +121,37 @@ def run_top10(
     if show:
         for table in top10_tables(result.rows):
             console.print(table)
+
+
+def run_quality_overlaps(
+    settings: Settings,
+    console: Console,
+    *,
+    week: str,
+    as_json: bool = False,
+    wait_s: float | None = None,
+    limit: int = 40,
+) -> None:
+    """Find a week's overlapping sessions and write them to session_overlaps (after the sink
+    has caught up, if asked); report them.
+
+    ``week`` must already be a valid ISO week (the command checks it: a usage error)."""
+    from pipeline.lake.catalog import open_catalog
+    from pipeline.lake.config import BatchConfig, SinkConfig
+    from pipeline.lake.events_sink import wait_until_caught_up
+    from pipeline.lake.quality import run_overlaps
+    from sandbox.views.tables import overlaps_report, overlaps_table
+
+    with kafka_client_errors():
+        config = BatchConfig.from_settings(settings)
+        catalog = open_catalog(config.lake)
+        if wait_s is not None:
+            wait_until_caught_up(SinkConfig.from_settings(settings), catalog, timeout_s=wait_s)
+        result = run_overlaps(config, catalog, week)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return
+    for line in overlaps_report(result):
+        console.print(line)
+    if result.overlaps:
+        console.print(overlaps_table(result, limit=limit))

@@ -12,6 +12,7 @@ pyiceberg still checks each batch against the table schema before any I/O.
 | top10_by_country    | week (identity)             | country, category, rank    |
 | viewing_metrics     | day(window_start)           | title_id, country          |
 | late_events         | day(event_time)             | title_id, country          |
+| session_overlaps    | week (identity)             | profile_id, session_a, _b  |
 """
 
 from __future__ import annotations
@@ -209,10 +210,13 @@ TOP10 = TableSpec(
         Column("views", DoubleType(), pa.float64(), doc="hours viewed / runtime hours"),
         _l("runtime_ms"),
         _l("input_snapshot_id", doc="playback_events snapshot the ranking read"),
+        # Last, and optional: a table from before it gains it (pipeline/lake/top10.py); its
+        # older rows read null there, and were ranked by hours.
+        _s("rank_by", required=False, doc="views or hours: the column the list is ranked by"),
     ),
     partition=(("week", IdentityTransform(), "week"),),
     sort=("country", "category", "rank"),
-    doc="Weekly Top-10 per country and category; a run replaces its week.",
+    doc="Weekly Top-10 per country and category and ranking method; a run replaces its week.",
 )
 
 VIEWING_METRICS = TableSpec(
@@ -267,6 +271,25 @@ LATE_EVENTS = TableSpec(
     doc="Events the stream job dropped as too late (late_event.v1, event fields flattened).",
 )
 
+SESSION_OVERLAPS = TableSpec(
+    "session_overlaps",
+    (
+        _s("week", doc="ISO week (UTC) of the later session's start: where the overlap begins"),
+        _s("profile_id"),
+        _s("session_a", doc="the pair's lower session id"),
+        _t("a_start", doc="session_a's first event_time"),
+        _t("a_end", doc="session_a's last event_time"),
+        _s("session_b", doc="the pair's higher session id"),
+        _t("b_start"),
+        _t("b_end"),
+        _l("overlap_ms", doc="min(a_end, b_end) - max(a_start, b_start), > 0"),
+        _l("input_snapshot_id", doc="playback_events snapshot the job read"),
+    ),
+    partition=(("week", IdentityTransform(), "week"),),
+    sort=("profile_id", "session_a", "session_b"),
+    doc="Data quality: pairs of overlapping sessions of one profile; a run replaces its week.",
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     PLAYBACK_EVENTS,
     DEAD_LETTERS,
@@ -274,6 +297,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     TOP10,
     VIEWING_METRICS,
     LATE_EVENTS,
+    SESSION_OVERLAPS,
 )
 
 

@@ -6,9 +6,14 @@ Steps (data shape in brackets):
    (day(event_time)) prunes every other day's files  [country, title_id, watched_ms, event_time]
 2. local weeks only: keep each row inside its country's own Monday-Sunday
 3. aggregate with pyarrow: sum(watched_ms), count per (country, title_id)  [~20 x 1k rows]
-4. rank (pipeline/lake/ranking.py, pure) against the titles table
-5. replace that week's rows in top10_by_country (overwrite filter on week and basis): a
-   rerun gives identical content, a backfill of an older week touches only that week.
+4. rank (pipeline/lake/ranking.py, pure) against the titles table, by views (default) or by
+   hours viewed (``rank_by``)
+5. replace that week's rows of that method in top10_by_country (overwrite filter on week,
+   basis and rank_by): a rerun gives identical content, the other method's list of the same
+   week stays, a backfill of an older week touches only that week.
+
+Rows written before the ``rank_by`` column existed read null there; they were ranked by
+hours, so an hours run replaces them and reads them back (``rank_by IS NULL``).
 
 Each write records its parameters, the input snapshot id and per-day input row counts in its
 snapshot properties; the next run for the same week reports what arrived since (backfills).
@@ -27,12 +32,21 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import AlwaysFalse, BooleanExpression
 from pyiceberg.table import DataScan, Table
 from pyiceberg.transforms import DayTransform
 
 from config.clock import DAY_MS
 from pipeline.lake.config import BatchConfig, TitlesSource
-from pipeline.lake.ranking import Ranking, TitleRow, Viewing, rank_top
+from pipeline.lake.ranking import (
+    DEFAULT_RANK_BY,
+    RankBy,
+    Ranking,
+    TitleRow,
+    Viewing,
+    check_rank_by,
+    rank_top,
+)
 from pipeline.lake.tables import PLAYBACK_EVENTS, TOP10, columns_table, ensure_table, load, replace
 from pipeline.lake.titles import ensure_titles
 from pipeline.lake.weeks import parse_week, week_bounds_ms, week_days
@@ -49,6 +63,7 @@ class Top10Request:
     country: str | None = None  # None: every country
     local_week: bool = False  # each country's local Monday-Sunday instead of UTC
     n: int = 10
+    rank_by: RankBy = DEFAULT_RANK_BY  # views (hours viewed / runtime hours) or hours
 
     @property
     def basis(self) -> str:
@@ -67,6 +82,7 @@ class Top10Result:
         return {
             "week": self.request.week,
             "basis": self.request.basis,
+            "rank_by": self.request.rank_by,
             "country": self.request.country,
             "input_snapshot_id": self.input_snapshot_id,
             "top10_snapshot_id": self.snapshot_id,
@@ -235,12 +251,28 @@ def top10_arrow(request: Top10Request, ranking: Ranking, input_snapshot_id: int)
             pa.array([r.views for r in rows], pa.float64()),
             pa.array([r.runtime_ms for r in rows], pa.int64()),
             pa.array([input_snapshot_id] * n, pa.int64()),
+            pa.array([ranking.rank_by] * n, pa.string()),
         ],
     )
 
 
+def ensure_top10_table(catalog: Catalog, namespace: str) -> Table:
+    """top10_by_country, created if missing. A table created before a column of the spec
+    existed (``rank_by``) gains it, optional, so a lake from an older version keeps working;
+    its old rows read null there."""
+    table = ensure_table(catalog, namespace, TOP10)
+    have = {f.name for f in table.schema().fields}
+    missing = [c for c in TOP10.columns if c.name not in have]
+    if missing:
+        with table.update_schema() as update:
+            for c in missing:
+                update.add_column(c.name, c.iceberg, doc=c.doc or None, required=False)
+    return table
+
+
 def previous_run(top10: Table, request: Top10Request) -> dict[str, str] | None:
-    """Snapshot properties of the newest earlier run for the same week, basis and country."""
+    """Snapshot properties of the newest earlier run for the same week, basis, country and
+    ranking method (a run from before ``top10.rank_by`` was recorded ranked by hours)."""
     snaps = sorted(top10.snapshots(), key=lambda s: s.sequence_number or 0, reverse=True)
     for snap in snaps:
         props = snap.summary.additional_properties if snap.summary else {}
@@ -248,6 +280,7 @@ def previous_run(top10: Table, request: Top10Request) -> dict[str, str] | None:
             props.get(PROP_PREFIX + "week") == request.week
             and props.get(PROP_PREFIX + "basis") == request.basis
             and props.get(PROP_PREFIX + "country", "") == (request.country or "")
+            and props.get(PROP_PREFIX + "rank_by", "hours") == request.rank_by
             and PROP_PREFIX + "input_rows_by_day" in props
         ):
             return dict(props)
@@ -306,21 +339,23 @@ def run_top10(config: BatchConfig, catalog: Catalog, request: Top10Request) -> T
     if request.country and request.country not in COUNTRY_TIMEZONES:
         raise ValueError(f"unknown country {request.country!r}")
     parse_week(request.week)
+    check_rank_by(request.rank_by)
     ns = config.lake.namespace
     events = load(catalog, ns, PLAYBACK_EVENTS)
     titles = read_titles_table(catalog, ns, config.titles)
     snapshot = events.current_snapshot()
     snapshot_id = snapshot.snapshot_id if snapshot is not None else None
     data, by_day = scan_week(events, request, snapshot_id)
-    ranking = rank_top(aggregate(data), titles, request.n)
+    ranking = rank_top(aggregate(data), titles, request.n, request.rank_by)
     out = top10_arrow(request, ranking, snapshot_id or 0)
 
-    top10 = ensure_table(catalog, ns, TOP10)
+    top10 = ensure_top10_table(catalog, ns)
     quality = quality_report(request, by_day, ranking, previous_run(top10, request))
     where = _week_filter(request)
     props = {
         PROP_PREFIX + "week": request.week,
         PROP_PREFIX + "basis": request.basis,
+        PROP_PREFIX + "rank_by": request.rank_by,
         PROP_PREFIX + "country": request.country or "",
         PROP_PREFIX + "n": str(request.n),
         PROP_PREFIX + "input_table": ".".join(events.name()),
@@ -335,18 +370,27 @@ def run_top10(config: BatchConfig, catalog: Catalog, request: Top10Request) -> T
     return Top10Result(request, snapshot_id, out, quality, written.snapshot_id if written else None)
 
 
-def _week_filter(request: Top10Request) -> str:
-    """The rows of one run: its week and basis (and country). Values are validated."""
+def _week_filter(request: Top10Request, has_rank_by: bool = True) -> str:
+    """The rows of one run: its week, basis and ranking method (and country); rows from
+    before the rank_by column (null there) count as hours. Values are validated."""
     where = f"week = '{request.week}' AND week_basis = '{request.basis}'"
     if request.country:
         where += f" AND country = '{request.country}'"
+    if has_rank_by and request.rank_by == "hours":
+        where += " AND (rank_by = 'hours' OR rank_by IS NULL)"
+    elif has_rank_by:
+        where += f" AND rank_by = '{request.rank_by}'"
     return where
 
 
 def read_top10(catalog: Catalog, namespace: str, request: Top10Request) -> pa.Table:
-    """The stored rows of one week (sorted), for `--show` and tests."""
+    """The stored rows of one week and method (sorted), for `--show` and tests. A table
+    from before the rank_by column holds only lists ranked by hours."""
     table = load(catalog, namespace, TOP10)
-    where = _week_filter(request)
+    has_rank_by = any(f.name == "rank_by" for f in table.schema().fields)
+    where: BooleanExpression | str = _week_filter(request, has_rank_by)
+    if not has_rank_by and request.rank_by != "hours":
+        where = AlwaysFalse()
     data = table.scan(row_filter=where).to_arrow()
     return data.sort_by(
         [("country", "ascending"), ("category", "ascending"), ("rank", "ascending")]

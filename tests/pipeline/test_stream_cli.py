@@ -25,6 +25,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return int(done.value.code or 0), out, err
 
 
+CDN_INCIDENT = ["inject", "incident", "--kind", "cdn-rebuffer"]
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize(
     "argv",
@@ -32,6 +35,16 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         ["inject", "late", "--by", "soon"],
         ["inject", "out-of-order", "--jitter", "0s"],
         ["inject", "duplicates", "--ratio", "1.5"],
+        ["inject", "overlapping-sessions", "--count", "0"],
+        ["inject", "overlapping-sessions", "--at", "yesterday"],
+        ["inject", "overlapping-sessions", "--at", "2999-01-01T00:00:00Z"],
+        ["inject", "incident"],
+        ["inject", "incident", "--kind", "solar-flare"],
+        [*CDN_INCIDENT, "--to", "soon"],
+        [*CDN_INCIDENT, "--to", "2999-01-01T00:00:00Z"],
+        [*CDN_INCIDENT, "--from", "2026-11-26T00:00Z", "--to", "2026-11-25T20:00Z"],
+        [*CDN_INCIDENT, "--from", "2026-11-01", "--to", "2026-11-25"],  # longer than 3 days
+        [*CDN_INCIDENT, "--clients", "0"],
         ["worker", "--window", "0"],
         ["worker", "--lateness", "two minutes"],
     ],
