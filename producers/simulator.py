@@ -40,6 +40,19 @@ Model
   chosen.
 * A profile has a stable country and 1-4 devices (type, id, app version);
   profiles are derived lazily and deterministically from (seed, country, index).
+  Each new session draws its profile's index with a skew (``n * u ** 1.5``:
+  heavy users watch more), but a profile watches one thing at a time: a profile
+  whose previous session has not ended yet (in event time: its last event has
+  not been emitted) is busy, and the draw is repeated, up to
+  ``_PROFILE_DRAWS`` times; if all of those are busy, the session takes the
+  next free index above the last one drawn (an index >= n, a profile of its
+  own, only when every one above it is busy).  Redrawing is rejection
+  sampling, so among the free profiles the skew is exactly the drawn one (the
+  heaviest profiles, busy most of the time, get fewer sessions than drawn: one
+  at a time is all they can watch); the fallback (probability (busy share) ** 8,
+  ~1% of sessions with 4 profiles per client) keeps to the neighbouring, about
+  as heavy ranks instead of piling onto one profile.  No profile has two
+  overlapping sessions, warm ones included.
 * A session is a state machine on one device: PLAY -> HEARTBEAT every
   ``heartbeat_s`` of playback -> optional PAUSE (then PLAY to resume, or STOP
   while paused) -> BUFFER after a rebuffering stall (``buffer_ms`` = stall,
@@ -171,6 +184,8 @@ _REGIONAL_BOOST = 3.0
 _NEW_RELEASE_BOOST = 30.0
 _NEW_RELEASE_TAU_DAYS = 7.0
 _NEW_RELEASE_DAYS = 60
+
+_PROFILE_DRAWS = 8  # draws of a session's profile before taking the next free index
 
 _SLOT_BITS = 22  # up to ~4M concurrent sessions
 _SLOT_MASK = (1 << _SLOT_BITS) - 1
@@ -315,8 +330,13 @@ class Simulator:
         gens: list = [None]
         evs: list = [None]
         free: list[int] = []
+        # Profile indexes of the sessions still running, per country: added when a session
+        # is created, removed by the session itself when it has emitted its last event. An
+        # arrival at t pops before the events at t (slot 0), so a session ending at t is
+        # still busy then: a profile's next session starts strictly after its last one ended.
+        busy: dict[str, set[int]] = {c: set() for c in self.countries}
         if self.warm_start:
-            for gen in self._warm_sessions(rng, start):
+            for gen in self._warm_sessions(rng, start, busy):
                 ev = next(gen, None)
                 if ev is not None:
                     slot = len(gens)
@@ -351,7 +371,7 @@ class Simulator:
                 country = countries[i if i <= n_c else n_c]
                 if diurnal and random_() >= dlevel(country, t):
                     continue
-                gen = new_session(rng, t, country)
+                gen = new_session(rng, t, country, busy=busy[country])
                 ev = next(gen)
                 if free:
                     slot = free.pop()
@@ -534,11 +554,26 @@ class Simulator:
         plan=None,
         warm_elapsed: int | None = None,
         skip_ms: float = -1,
+        busy: set[int] | None = None,
     ):
+        """A session's generator. With ``busy`` (the profile indexes of ``country`` whose
+        sessions are still running), its profile is a free one, added to ``busy`` until the
+        session has emitted its last event; without it (the pilot run), any profile."""
         if plan is None:
             plan = self._plan(rng, t, country)
         r = rng.random
-        idx = int(self._n_profiles[country] * r() ** 1.5)  # heavy users watch more
+        n = self._n_profiles[country]
+        idx = int(n * r() ** 1.5)  # heavy users watch more
+        if busy is not None:
+            if idx in busy:  # watching already: draw again (rejection keeps the skew)
+                for _ in range(_PROFILE_DRAWS - 1):
+                    idx = int(n * r() ** 1.5)
+                    if idx not in busy:
+                        break
+                else:
+                    while idx in busy:  # the next free index, deterministically
+                        idx += 1
+            busy.add(idx)
         profile_id, devices = self._profile(country, idx)
         dev = (
             devices[0]
@@ -573,6 +608,8 @@ class Simulator:
             rate_buf / rate_int,
             warm_elapsed,
             skip_ms,
+            busy,
+            idx,
         )
 
     def _session(
@@ -592,8 +629,13 @@ class Simulator:
         frac_buf,
         warm_elapsed,
         skip,
+        busy,
+        idx,
     ):
-        """Generator of one session's events; returns (events, duration_ms) when done."""
+        """Generator of one session's events; returns (events, duration_ms) when done.
+
+        When done, it takes its profile ``idx`` out of ``busy`` (unless None): the events loop
+        asks for the next event when it emits the last one, so from then on in event time."""
         random_ = rng.random
         getrandbits = rng.getrandbits
         exp = math.exp
@@ -667,7 +709,7 @@ class Simulator:
                     yield event(etype, t, pos, chunk, 0, br, seq)
                 seq += 1
                 if etype == "STOP":
-                    return seq, t - t0
+                    break
                 continue
 
             w = int(chunk * random_())
@@ -687,7 +729,7 @@ class Simulator:
                     yield event(etype, t, pos, w, b, br, seq)
                 seq += 1
                 if etype == "STOP":
-                    return seq, t - t0
+                    break
                 continue
 
             # PAUSE, then resume (PLAY) or give up (STOP) after the pause
@@ -704,14 +746,21 @@ class Simulator:
                 yield event(etype, t, pos, 0, 0, br, seq)
             seq += 1
             if etype == "STOP":
-                return seq, t - t0
+                break
+        if busy is not None:
+            busy.discard(idx)
+        return seq, t - t0
 
     def _pick_country(self, rng: random.Random, cum: list[float]) -> str:
         i = bisect_right(cum, rng.random() * cum[-1])
         return self.countries[min(i, len(self.countries) - 1)]
 
     def _calibrate(self, n: int = 600) -> tuple[float, float]:
-        """Mean duration (ms) and mean number of events of a session, from a pilot run."""
+        """Mean duration (ms) and mean number of events of a session, from a pilot run.
+
+        Its sessions take any profile (no ``busy``): they are not concurrent, and what a
+        session takes from its profile, the devices, is distributed alike for every index,
+        so avoiding busy profiles leaves both means as they are in expectation."""
         rng = random.Random(f"{self.seed}:pilot")
         t = self.start_ms
         total_ms = total_events = 0
@@ -728,8 +777,9 @@ class Simulator:
             total_ms += dur
         return max(total_ms / n, 1.0), max(total_events / n, 1.0)
 
-    def _warm_sessions(self, rng: random.Random, start: int) -> list:
-        """Sessions already in progress at ``start`` (length-biased), as generators."""
+    def _warm_sessions(self, rng: random.Random, start: int, busy: dict[str, set[int]]) -> list:
+        """Sessions already in progress at ``start`` (length-biased), as generators; each
+        takes a free profile of its country from ``busy``, so no two share one."""
         weights = [
             s * (self._diurnal_at(c, start) if self.diurnal else 1.0)
             for c, s in self.country_shares.items()
@@ -751,7 +801,13 @@ class Simulator:
             elapsed = int(r() * watch)
             gens.append(
                 self._new_session(
-                    rng, start, country, plan=plan, warm_elapsed=elapsed, skip_ms=start
+                    rng,
+                    start,
+                    country,
+                    plan=plan,
+                    warm_elapsed=elapsed,
+                    skip_ms=start,
+                    busy=busy[country],
                 )
             )
         return gens

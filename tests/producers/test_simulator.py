@@ -273,6 +273,46 @@ def test_profiles_and_devices_are_stable(day):
     assert max(sessions_per_profile.values()) > 1  # profiles come back
 
 
+def _overlapping_pairs(events) -> tuple[list[tuple[str, str]], Counter]:
+    """Pairs of sessions of one profile that overlap, by the definition: a session spans
+    [first event_time, last event_time]; a and b overlap iff a.start < b.end and
+    b.start < a.end. All pairs of each profile; also the number of sessions per profile."""
+    spans: dict[str, list] = {}
+    for e in events:
+        s = spans.setdefault(e["session_id"], [e["profile_id"], e["event_time"], e["event_time"]])
+        s[1] = min(s[1], e["event_time"])
+        s[2] = max(s[2], e["event_time"])
+    by_profile = defaultdict(list)
+    for sid, (p, start, end) in spans.items():
+        by_profile[p].append((sid, start, end))
+    pairs = [
+        (a, b)
+        for sessions in by_profile.values()
+        for (a, a0, a1), (b, b0, b1) in itertools.combinations(sessions, 2)
+        if a0 < b1 and b0 < a1
+    ]
+    return pairs, Counter({p: len(s) for p, s in by_profile.items()})
+
+
+@pytest.mark.parametrize(("seed", "warm"), [(1, True), (7, True), (23, True), (7, False)])
+def test_no_profile_watches_two_sessions_at_once(catalog, seed, warm):
+    sim = Simulator(catalog, seed=seed, clients=300, start_ms=START, warm_start=warm)
+    events = list(itertools.islice(sim.events(), 50_000))
+    pairs, per_profile = _overlapping_pairs(events)
+    assert pairs == []
+    assert sum(n > 1 for n in per_profile.values()) > 100  # many profiles come back
+
+
+def test_no_profile_watches_two_sessions_at_once_when_profiles_are_scarce(catalog):
+    """Fewer profiles than concurrent sessions (50 per country, ~70 US sessions at once):
+    when every drawn profile is busy a session takes the next free one, never a busy one."""
+    sim = Simulator(catalog, seed=3, clients=300, start_ms=START, profiles_per_client=0.01)
+    events = list(itertools.islice(sim.events(), 30_000))
+    assert _overlapping_pairs(events)[0] == []
+    us = {e["profile_id"] for e in events if e["country"] == "US"}
+    assert len(us) > 50  # more than the drawn population: the fallback was needed
+
+
 def test_devices_networks_bitrates_app_versions(day):
     starts = [e for e in day[1] if e["seq"] == 0]
     dev = Counter(e["device_type"] for e in starts)

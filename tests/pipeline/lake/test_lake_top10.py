@@ -291,11 +291,14 @@ def test_the_documented_title_that_moves_between_the_lists(
     )
     append_events(events, list(simulate(demo, 42, W47_START_MS)))
     rows = {
-        m: run_top10(config, catalog, Top10Request("2026-W47", country="US", rank_by=m)).rows
+        (c, m): run_top10(config, catalog, Top10Request("2026-W47", country=c, rank_by=m)).rows
+        for c in ("US", "JP")
         for m in RANK_BY
     }
 
-    def ranks(method: str, category: str) -> dict[str, tuple[int, float, int, float]]:
+    def ranks(
+        method: str, category: str, country: str = "US"
+    ) -> dict[str, tuple[int, float, int, float]]:
         return {
             r["title_id"]: (
                 r["rank"],
@@ -303,17 +306,26 @@ def test_the_documented_title_that_moves_between_the_lists(
                 r["runtime_ms"],
                 round(r["views"], 2),
             )
-            for r in rows[method].to_pylist()
+            for r in rows[country, method].to_pylist()
             if r["category"] == category
         }
 
-    # Films: The Ledger at Caldera Ridge (t0147) has more hours, Canyon of Halvard (t0114),
-    # 25 minutes shorter, more views: they swap ranks 2 and 3.
-    assert ranks("hours", "FILM")["t0147"] == (2, 24.46, 10_288_000, 8.56)
-    assert ranks("hours", "FILM")["t0114"] == (3, 24.15, 8_826_000, 9.85)
-    assert ranks("views", "FILM")["t0114"][0] == 2 and ranks("views", "FILM")["t0147"][0] == 3
-    # TV: Ostrava Bay: Season 1 (t0061, an 8-hour season) is 8th by hours, out by views;
-    # Kitchen Heat Caldera Ridge: Season 2 (t0023, 4.9 hours) is 8th by views, out by hours.
-    assert ranks("hours", "TV")["t0061"] == (8, 4.11, 28_998_000, 0.51)
-    assert ranks("views", "TV")["t0023"] == (8, 3.47, 17_598_000, 0.71)
-    assert "t0061" not in ranks("views", "TV") and "t0023" not in ranks("hours", "TV")
+    # Films: The Ledger at Caldera Ridge (t0147) has more hours, Frozen Skies over Yarrowby
+    # (t0003), 53 minutes shorter, more views: they swap ranks 2 and 4 around The Amber
+    # Carousel (t0095), 3rd by both.
+    assert ranks("hours", "FILM")["t0147"] == (2, 17.52, 10_288_000, 6.13)
+    assert ranks("hours", "FILM")["t0003"] == (4, 13.09, 7_136_000, 6.6)
+    assert ranks("hours", "FILM")["t0095"] == (3, 14.46, 8_411_000, 6.19)
+    assert ranks("views", "FILM")["t0003"][0] == 2 and ranks("views", "FILM")["t0147"][0] == 4
+    assert ranks("views", "FILM")["t0095"][0] == 3
+    # TV: Kitchen Heat Brightwater: Season 1 (t0052, a 3.5-hour season) is 10th by hours,
+    # 5th by views.
+    assert ranks("hours", "TV")["t0052"] == (10, 2.27, 12_505_000, 0.65)
+    assert ranks("views", "TV")["t0052"][0] == 5
+    # JP TV, other members: Inside Aldenfall: Season 1 (t0008, an 8-hour season) is 6th by
+    # hours, out by views; Lonely Precinct: Season 1 (t0006, 3.2 hours) is 9th by views,
+    # out by hours.
+    assert ranks("hours", "TV", "JP")["t0008"] == (6, 1.66, 28_780_000, 0.21)
+    assert ranks("views", "TV", "JP")["t0006"] == (9, 0.74, 11_472_000, 0.23)
+    assert "t0008" not in ranks("views", "TV", "JP")
+    assert "t0006" not in ranks("hours", "TV", "JP")
