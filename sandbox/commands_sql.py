@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from sandbox import reports
 from sandbox.options import settings_of
 
 console = Console()
@@ -58,6 +59,15 @@ def sql(
         int,
         typer.Option(min=0, help="Print at most N rows (0: all); more are flagged as truncated."),
     ] = 1000,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="First wait until the sink has committed everything produced so far "
+            "(as `top10 --wait`), so the query sees it.",
+        ),
+    ] = False,
+    wait_timeout: Annotated[float, typer.Option(min=1, help="Seconds --wait waits.")] = 120.0,
 ) -> None:
     """Run one read-only SQL query (DuckDB) over the current Iceberg tables: a table, or --json.
 
@@ -75,7 +85,10 @@ def sql(
         raise UsageError(f"--file {file}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise UsageError(f"--file {file}: not UTF-8 text ({exc.reason})") from exc
-    with open_lake(LakeConfig.from_settings(settings_of(ctx))) as lake:
+    settings = settings_of(ctx)
+    if wait:
+        reports.wait_for_sink(settings, wait_timeout)
+    with open_lake(LakeConfig.from_settings(settings)) as lake:
         result = lake.query(text, limit=limit or None)
     if as_json:
         rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]

@@ -155,3 +155,14 @@ def run_quality_overlaps(
         console.print(line)
     if result.overlaps:
         console.print(overlaps_table(result, limit=limit))
+
+
+def wait_for_sink(settings: Settings, timeout_s: float) -> None:
+    """Until the lake sink has committed everything produced so far (else one-line error)."""
+    from pipeline.lake.catalog import open_catalog
+    from pipeline.lake.config import SinkConfig
+    from pipeline.lake.events_sink import wait_until_caught_up
+
+    config = SinkConfig.from_settings(settings)
+    with kafka_client_errors():
+        wait_until_caught_up(config, open_catalog(config.lake), timeout_s=timeout_s)

@@ -25,7 +25,7 @@ def documented_commands() -> list[tuple[str, list[str]]]:
             if raw.startswith("```"):
                 fence = raw[3:].strip() if fence is None else None
                 continue
-            in_shell_block = fence in ("bash", "sh", "")
+            in_shell_block = fence is not None and (fence.split() or [""])[0] in ("bash", "sh", "")
             line = raw.split(" #", 1)[0].strip()
             m = COMMAND.match(line) if in_shell_block else None
             if m:
