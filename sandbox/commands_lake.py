@@ -12,7 +12,7 @@ from rich.console import Console
 
 from pipeline.lake.ranking import DEFAULT_RANK_BY, RANK_BY
 from sandbox import reports
-from sandbox.options import settings_of, with_broker
+from sandbox.options import SinkWait, SinkWaitTimeout, settings_of, with_broker
 
 console = Console()
 
@@ -81,15 +81,8 @@ def top10(
     ] = None,
     show: Annotated[bool, typer.Option("--show", help="Print the lists as tables.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print rows and report as JSON.")] = False,
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait",
-            help="First wait until the sink has committed everything "
-            "produced so far (table offsets >= topic high watermarks).",
-        ),
-    ] = False,
-    wait_timeout: Annotated[float, typer.Option(min=1, help="Seconds --wait waits.")] = 120.0,
+    wait: SinkWait = False,
+    wait_timeout: SinkWaitTimeout = 120.0,
     local_week: Annotated[
         bool, typer.Option("--local-week", help="Each country's local Monday-Sunday, not UTC.")
     ] = False,

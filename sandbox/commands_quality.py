@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from sandbox import reports
-from sandbox.options import settings_of
+from sandbox.options import SinkWait, SinkWaitTimeout, settings_of
 
 console = Console()
 
@@ -35,15 +35,8 @@ def overlaps(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print counts and pairs as JSON.")
     ] = False,
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait",
-            help="First wait until the sink has committed everything "
-            "produced so far (table offsets >= topic high watermarks).",
-        ),
-    ] = False,
-    wait_timeout: Annotated[float, typer.Option(min=1, help="Seconds --wait waits.")] = 120.0,
+    wait: SinkWait = False,
+    wait_timeout: SinkWaitTimeout = 120.0,
     limit: Annotated[int, typer.Option(min=1, help="Pairs shown in the table.")] = 40,
 ) -> None:
     """Sessions of one profile that overlap in time (touching is not overlapping; a

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 
 from sandbox import reports
-from sandbox.options import settings_of
+from sandbox.options import SinkWait, SinkWaitTimeout, settings_of
 
 console = Console()
 
@@ -59,15 +59,8 @@ def sql(
         int,
         typer.Option(min=0, help="Print at most N rows (0: all); more are flagged as truncated."),
     ] = 1000,
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait",
-            help="First wait until the sink has committed everything produced so far "
-            "(as `top10 --wait`), so the query sees it.",
-        ),
-    ] = False,
-    wait_timeout: Annotated[float, typer.Option(min=1, help="Seconds --wait waits.")] = 120.0,
+    wait: SinkWait = False,
+    wait_timeout: SinkWaitTimeout = 120.0,
 ) -> None:
     """Run one read-only SQL query (DuckDB) over the current Iceberg tables: a table, or --json.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from config.settings import Settings
@@ -43,3 +45,15 @@ def duration_ms(text: str, name: str, *, positive: bool = True) -> int:
     if positive and value <= 0:
         raise typer.BadParameter(f"{text!r} must be longer than 0", param_hint=name)
     return value
+
+
+#: `--wait` of the commands that read the lake: first wait for the sink.
+SinkWait = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="First wait until the sink has committed everything "
+        "produced so far (table offsets >= topic high watermarks).",
+    ),
+]
+SinkWaitTimeout = Annotated[float, typer.Option(min=1, help="Seconds --wait waits.")]
