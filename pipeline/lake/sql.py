@@ -5,7 +5,7 @@ the ``duckdb-ext-*`` wheels (auto-install and auto-load off: nothing is download
 :func:`open_lake` adds one view per table of the lake's namespace, named like the table, over
 ``iceberg_scan('<the table's current metadata.json>')`` as the catalog reports it now (a
 snapshot of the lake at connection time), then locks the connection down.
-:func:`run_query` runs one read query on it (`sandbox sql`).
+:meth:`LakeSql.query` runs one read query on it (`sandbox sql`).
 
 Read-only, three ways, each enough for the common case and the three together for the rest:
 
