@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
+if TYPE_CHECKING:  # the Arrow form imports pyarrow when called: the stream worker never does
+    import pyarrow as pa
 
 __all__ = [
     "REQUIRED_IDS",
@@ -135,12 +135,17 @@ def validate(
 
 def _blank(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Null, or only whitespace: Arrow's utf8 whitespace is Python's ``str.isspace``."""
+    import pyarrow.compute as pc
+
     return pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True)
 
 
 def _epoch_ms(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Epoch ms of an int-ms or timestamp column (the lake's: us, UTC), floored: the row
     form sees whole ms, and a plain cast would round a pre-1970 time up (or refuse)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if pa.types.is_timestamp(column.type):
         floored = pc.floor_temporal(column, unit="millisecond")
         column = pc.cast(floored, pa.timestamp("ms", tz=column.type.tz))
@@ -162,6 +167,9 @@ def rejection_reasons(
     no rule (the row form cannot see them: decoded events have none); an ``event_time -
     now_ms`` beyond int64 raises instead of wrapping.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     missing_id = _blank(data[REQUIRED_IDS[0]])
     for name in REQUIRED_IDS[1:]:
         missing_id = pc.or_(missing_id, _blank(data[name]))
@@ -199,4 +207,6 @@ def invalid_mask(
     max_future_ms: int,
 ) -> pa.BooleanArray:
     """Rows :func:`validate` rejects (stage 1 sends them to the dead-letter topic)."""
+    import pyarrow.compute as pc
+
     return pc.is_valid(rejection_reasons(data, titles, now_ms=now_ms, max_future_ms=max_future_ms))
