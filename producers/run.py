@@ -14,13 +14,12 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from config.clock import now_ms
+from config.clock import now_ms, parse_iso_ms
 from config.errors import SandboxError
 from kafka_io.publisher import Publisher
 from producers.simulator import Simulator, key_for
@@ -69,12 +68,9 @@ def parse_countries(text: str | None) -> tuple[str, ...] | None:
 def parse_start(text: str) -> int:
     """ISO date or date-time (UTC unless it names an offset) -> epoch ms."""
     try:
-        dt = datetime.fromisoformat(text)
+        return parse_iso_ms(text)
     except ValueError as exc:
         raise ValueError(f"--backfill {text!r} is not an ISO date/time like 2026-11-16") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
 
 
 def publish_catalog(bootstrap: str, titles_topic: str) -> int:

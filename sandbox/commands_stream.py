@@ -9,14 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from config.clock import HOUR_MS, iso_ms, now_ms
+from config.clock import HOUR_MS, iso_ms, now_ms, parse_iso_ms
 from sandbox import reports
 from sandbox.options import check_broker, duration_ms, settings_of, with_broker
 
@@ -275,14 +274,11 @@ def _instant_ms(text: str, name: str, *, now: int) -> int:
     """An ISO-8601 time option (UTC unless it names an offset), not after ``now``, in epoch
     ms; a bad one is a usage error naming ``name``."""
     try:
-        dt = datetime.fromisoformat(text)
+        value = parse_iso_ms(text)
     except ValueError as exc:
         raise typer.BadParameter(
             f"{text!r} is not an ISO date/time like 2026-11-25T20:00:00Z", param_hint=name
         ) from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    value = round(dt.timestamp() * 1000)
     if value > now:
         raise typer.BadParameter(
             f"{text!r} is in the future (its events would be dead letters)", param_hint=name
