@@ -10,14 +10,36 @@
    the simulator + Arrow (going through Kafka would take the sink's time again; the sink is
    measured in part 1), then times our Top-10 and the same query in DuckDB (iceberg_scan of
    the same metadata.json, extension loaded offline), best of a few runs each.
+
+Prints a table, then one JSON line (the last)::
+
+    {"benchmark": "lake", "events": N, "partitions": 3, "cores": 2, "produce_s": ...,
+     "sink_events_per_s": {"1": ..., "2": ...}, "sink_steady_events_per_s": {"1": ...},
+     "sink_s": {"1": ...}, "sink_commits": {"1": ...}, "sink_run_cpu_us_per_event": {...},
+     "week_events": ..., "week_fill_s": ..., "week_data_files": ...,
+     "top10_ours_compute_s": ..., "top10_ours_with_write_s": ..., "top10_duckdb_s": ...,
+     "top10_ratio_compute": ..., "top10_ratio_with_write": ...,
+     "top10_rows": {"ours": 400, "duckdb": 400}}
+
+keyed by the number of sink processes in the group; "events_per_s" is end to end (process
+start to the last commit), "steady" leaves out everything up to the first commit (see
+``bench_sink``); "run_cpu_us_per_event" is the CPU time (all threads) of the sink processes'
+``run()`` per event, start-up left out. What was not run (--skip-sink, --skip-top10) is null.
+
+``--profile-sink FILE`` runs the one-sink case under cProfile and writes its stats to FILE
+(``python -m pstats FILE``); its figures then include the profiler's overhead.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import importlib.util
 import itertools
+import json
+import math
 import multiprocessing as mp
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +80,15 @@ def _duckdb_check() -> ModuleType:
     return module
 
 
-def _run_sink(settings: Settings, high: dict[int, int]) -> None:
+def _run_sink(
+    settings: Settings,
+    high: dict[int, int],
+    cpu_out: mp.queues.Queue[float],
+    profile: Path | None = None,
+) -> None:
+    prof = cProfile.Profile() if profile is not None else None
+    if prof is not None:
+        prof.enable()  # from the sink's construction: the first commit's set-up counts too
     sink = LakeSink(SinkConfig.from_settings(settings), sync_titles_on_start=False)
 
     def done(s: LakeSink) -> bool:
@@ -68,10 +98,17 @@ def _run_sink(settings: Settings, high: dict[int, int]) -> None:
         s.events.refresh()  # another sink of the group may have committed the rest
         return False
 
+    cpu0 = time.process_time()  # every thread of the process: librdkafka's, the writers'
     sink.run(until=done)
+    cpu_out.put(time.process_time() - cpu0)
+    if prof is not None and profile is not None:
+        prof.disable()
+        prof.dump_stats(profile)
 
 
-def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[str, float]:
+def bench_sink(
+    tmp: Path, n_events: int, sink_counts: tuple[int, ...], profile: Path | None = None
+) -> dict[str, float]:
     libs = REPO / ".sandbox" / "kafka-libs"
     with temporary_broker(libs, state_dir=tmp / "kafka", heap_mb=1024) as cfg:
         settings = Settings(state_dir=tmp / "sink" / ".sandbox", kafka_bootstrap=cfg.bootstrap)
@@ -87,7 +124,11 @@ def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[s
         produce_s = time.perf_counter() - t0
         del pub  # no producer left talking to the broker after it stops
         high = high_watermarks(settings.bootstrap_servers, settings.events_topic)
-        out: dict[str, float] = {"events": n_events, "produce_s": produce_s}
+        out: dict[str, float] = {
+            "events": n_events,
+            "partitions": settings.events_partitions,
+            "produce_s": produce_s,
+        }
         for n_sinks in sink_counts:
             # A fresh table per run: same topic, new catalog state directory.
             run_settings = settings.model_copy(
@@ -97,11 +138,15 @@ def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[s
             open_catalog(lake)  # create namespace + WAL before the sinks race
             ctx = mp.get_context("spawn")
             t0 = time.perf_counter()
+            prof = profile if n_sinks == 1 else None
+            cpu_q = ctx.Queue()
             procs = [
-                ctx.Process(target=_run_sink, args=(run_settings, high)) for _ in range(n_sinks)
+                ctx.Process(target=_run_sink, args=(run_settings, high, cpu_q, prof))
+                for _ in range(n_sinks)
             ]
             for proc in procs:
                 proc.start()
+            run_cpu_s = sum(cpu_q.get(timeout=600) for _ in procs)
             for proc in procs:
                 proc.join()
             elapsed = time.perf_counter() - t0
@@ -112,7 +157,8 @@ def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[s
             commits = len(snaps)
             # Steady state: rows committed after the first commit / time between the commits
             # (leaves out process start-up and the consumer group's first rebalance).
-            first_rows = int(snaps[0].summary["added-records"]) if snaps[0].summary else 0
+            first = snaps[0].summary
+            first_rows = int(first["added-records"] or 0) if first else 0
             span_s = (snaps[-1].timestamp_ms - snaps[0].timestamp_ms) / 1000
             out[f"sink{n_sinks}_steady_events_per_s"] = (
                 (n_events - first_rows) / span_s if span_s > 0 else float("nan")
@@ -120,6 +166,9 @@ def bench_sink(tmp: Path, n_events: int, sink_counts: tuple[int, ...]) -> dict[s
             out[f"sink{n_sinks}_s"] = elapsed
             out[f"sink{n_sinks}_events_per_s"] = n_events / elapsed
             out[f"sink{n_sinks}_commits"] = commits
+            # CPU per event of the sinks' run() (start-up and imports left out): a figure
+            # that a busy machine disturbs less than the wall-clock rates.
+            out[f"sink{n_sinks}_run_cpu_us_per_event"] = run_cpu_s / n_events * 1e6
         return out
 
 
@@ -176,7 +225,9 @@ def bench_top10(tmp: Path, target_events: int, repeats: int = 3) -> dict[str, fl
     request = Top10Request(WEEK)
 
     def ours_compute() -> int:
-        data, _ = scan_week(events, request, events.current_snapshot().snapshot_id)
+        snapshot = events.current_snapshot()
+        assert snapshot is not None, "the week was written"
+        data, _ = scan_week(events, request, snapshot.snapshot_id)
         return len(rank_top(aggregate(data), read_titles_table(catalog, ns, None)).rows)
 
     def ours_full() -> int:
@@ -213,32 +264,90 @@ def bench_top10(tmp: Path, target_events: int, repeats: int = 3) -> dict[str, fl
     return out
 
 
+def summary(
+    sink: dict[str, float] | None, top10: dict[str, float] | None, sink_counts: tuple[int, ...]
+) -> dict[str, object]:
+    """The run as one JSON-able dict (the last line printed); null for what was not run."""
+
+    def num(value: float | None, digits: int) -> float | None:
+        if value is None or math.isnan(value):
+            return None
+        return round(value, digits)
+
+    def per_sinks(key: str, digits: int) -> dict[str, float | None] | None:
+        if sink is None:
+            return None
+        return {str(k): num(sink[f"sink{k}_{key}"], digits) for k in sink_counts}
+
+    def top(key: str, digits: int = 4) -> float | None:
+        return None if top10 is None else num(top10[key], digits)
+
+    def count(part: dict[str, float] | None, key: str) -> int | None:
+        return None if part is None else int(part[key])
+
+    return {
+        "benchmark": "lake",
+        "events": count(sink, "events"),
+        "partitions": count(sink, "partitions"),
+        "cores": os.cpu_count(),
+        "produce_s": None if sink is None else num(sink["produce_s"], 2),
+        "sink_events_per_s": per_sinks("events_per_s", 0),
+        "sink_steady_events_per_s": per_sinks("steady_events_per_s", 0),
+        "sink_s": per_sinks("s", 3),
+        "sink_run_cpu_us_per_event": per_sinks("run_cpu_us_per_event", 2),
+        "sink_commits": None
+        if sink is None
+        else {str(k): int(sink[f"sink{k}_commits"]) for k in sink_counts},
+        "week_events": count(top10, "week_events"),
+        "week_fill_s": top("fill_s", 2),
+        "week_data_files": count(top10, "data_files"),
+        "top10_ours_compute_s": top("ours_compute_s"),
+        "top10_ours_with_write_s": top("ours_with_write_s"),
+        "top10_duckdb_s": top("duckdb_s"),
+        "top10_ratio_compute": top("ratio_compute", 3),
+        "top10_ratio_with_write": top("ratio_with_write", 3),
+        "top10_rows": None
+        if top10 is None
+        else {"ours": count(top10, "ours_compute_rows"), "duckdb": count(top10, "duckdb_rows")},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sink-events", type=int, default=400_000)
     ap.add_argument("--week-events", type=int, default=10_000_000)
     ap.add_argument("--skip-sink", action="store_true")
     ap.add_argument("--skip-top10", action="store_true")
+    ap.add_argument(
+        "--profile-sink",
+        type=Path,
+        metavar="FILE",
+        help="cProfile the one-sink run, stats to FILE (its figures include the overhead)",
+    )
     args = ap.parse_args()
+    sink_counts = (1, 2)
+    sink: dict[str, float] | None = None
+    top10: dict[str, float] | None = None
     with tempfile.TemporaryDirectory(prefix="lake-bench-") as d:
         tmp = Path(d)
         if not args.skip_sink:
-            r = bench_sink(tmp, args.sink_events, (1, 2))
+            r = sink = bench_sink(tmp, args.sink_events, sink_counts, args.profile_sink)
             print(
                 f"sink: {r['events']:,} events pre-filled in {r['produce_s']:.1f} s "
                 "(3 partitions, default batches)"
             )
-            for k in (1, 2):
+            for k in sink_counts:
                 print(
                     f"  {k} sink process(es) in the group: {r[f'sink{k}_s']:.2f} s = "
                     f"{r[f'sink{k}_events_per_s']:,.0f} events/s into Iceberg end to end "
                     "(incl. process start and group join), steady state "
                     f"{r[f'sink{k}_steady_events_per_s']:,.0f} events/s, "
-                    f"{r[f'sink{k}_commits']:.0f} snapshots",
+                    f"{r[f'sink{k}_commits']:.0f} snapshots, "
+                    f"{r[f'sink{k}_run_cpu_us_per_event']:.1f} CPU µs/event in run()",
                     flush=True,
                 )
         if not args.skip_top10:
-            r = bench_top10(tmp, args.week_events)
+            r = top10 = bench_top10(tmp, args.week_events)
             print(
                 f"week {WEEK}: {r['week_events']:,} events generated into Iceberg in "
                 f"{r['fill_s']:.0f} s (simulator + Arrow, not via Kafka), "
@@ -251,6 +360,7 @@ def main() -> None:
                 f"({r['ratio_with_write']:.2f}x with write); "
                 f"rows {r['ours_compute_rows']}/{r['duckdb_rows']}"
             )
+    print(json.dumps(summary(sink, top10, sink_counts)), flush=True)
 
 
 if __name__ == "__main__":

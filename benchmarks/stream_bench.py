@@ -12,22 +12,40 @@ reused by later runs against the same broker), then read by:
               Rate from the job's own status records (first record counted -> last), so
               start-up and group join are excluded; wall time including start-up is printed
               too. `--workers 1 2` runs it once with one worker, once with two.
+              CPU µs per event: user + system CPU time of the worker process(es) (all their
+              threads; /proc/<pid>/stat utime + stime, sampled every 0.1 s while they run
+              and interpolated) between the same two status records, divided by the events
+              read between them: start-up, group join, catalog load and the idle tail after
+              the last event are excluded. The CPU time including start-up (up to the
+              moment the workers are stopped) is printed too.
   (c) quix    the same aggregation in Quix Streams 3.28.1 (benchmarks/quix_job.py) in its
               own venv, .sandbox/bench-venvs/quix (created on first use).
 
-Prints each rate, the ratios to (a), and the machine's core count.
+Prints each rate, the ratios to (a), and the machine's core count, then one JSON line::
+
+    {"benchmark": "stream", "events": N, "partitions": 3, "cores": 2,
+     "raw_events_per_s": (a), "job_events_per_s": {"1": (b), "2": ...},
+     "job_cpu_us_per_event": {"1": ..., "2": ...}, "quix_events_per_s": (c),
+     "job_vs_raw": (b, 1 worker) / (a), "job_vs_quix": (b, 1 worker) / (c)}
+
+keyed by worker count; a value of what was not run (quix with --skip-quix, the ratios
+without a 1-worker run) is null.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import TopicPartition
@@ -52,7 +70,10 @@ REPO = Path(__file__).resolve().parents[1]
 QUIX_VENV = REPO / ".sandbox" / "bench-venvs" / "quix"
 QUIX_PINS = ["quixstreams==3.28.1", "fastavro==1.13.1"]
 STATUS_SETTLE_S = 2.0
+CPU_SAMPLE_S = 0.1
 FAUST_KEY = "(b) faust stream job, 1 worker"
+PLAIN_KEY = "(a) plain confluent-kafka + fastavro decode"
+QUIX_KEY = "(c) quix streams 3.28.1, same aggregation"
 
 
 def free_port() -> int:
@@ -137,6 +158,62 @@ def bench_plain(settings: Settings, n: int) -> float:
     return seen / elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler(threading.Thread):
+    """Samples the summed CPU time of ``pids`` every ``interval_s`` as (epoch ms, seconds):
+    the clock of the status records' ``time_ms``, so CPU time can be read at a record."""
+
+    def __init__(self, pids: list[int], interval_s: float = CPU_SAMPLE_S) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.interval_s = interval_s
+        self.samples: list[tuple[int, float]] = []
+        self._last = dict.fromkeys(pids, 0.0)
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        for pid in self.pids:
+            with contextlib.suppress(OSError, ValueError, IndexError):  # gone: keep the last
+                self._last[pid] = cpu_seconds(pid)
+        self.samples.append((time.time_ns() // 1_000_000, sum(self._last.values())))
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self.sample()  # the last value, just before the processes are stopped
+
+    def at(self, t_ms: int) -> float:
+        """CPU seconds at epoch ms ``t_ms``, interpolated between the samples around it."""
+        s = self.samples
+        if t_ms <= s[0][0]:
+            return s[0][1]
+        for (t0, c0), (t1, c1) in itertools.pairwise(s):
+            if t0 <= t_ms <= t1:
+                return c0 if t1 == t0 else c0 + (c1 - c0) * (t_ms - t0) / (t1 - t0)
+        return s[-1][1]
+
+
+@dataclass(frozen=True)
+class FaustResult:
+    events_per_s: float  # between the first busy status record and the one at the end
+    wall_s: float  # from starting the workers to caught up, start-up included
+    cpu_us_per_event: float  # CPU of the workers between the same two records / events
+    cpu_total_s: float  # CPU of the workers from start until stopped, start-up included
+
+
 def status_history(settings: Settings) -> list[dict]:
     """The job's merged status (as ``read_status`` gives it) after each status record any of
     its workers published (each publishes one a second), oldest first."""
@@ -146,22 +223,25 @@ def status_history(settings: Settings) -> list[dict]:
     latest: dict[bytes, dict] = {}
     out = []
     for m in read_messages(consumer, timeout_s=30, stop_at_end=True):
-        key = m.key() or b""
-        if key.startswith(prefix):
-            latest[key] = json.loads(m.value())
+        key, value = m.key() or b"", m.value()
+        if key.startswith(prefix) and value is not None:
+            latest[key] = json.loads(value)
             out.append(merge_status(list(latest.values())))
     consumer.close()
     return out
 
 
-def bench_faust(settings: Settings, n: int, log_dir: Path, workers: int) -> tuple[float, float]:
-    """(b) our job as ``workers`` `sandbox worker` processes; (events/s while processing,
-    wall s incl. start-up).
+def bench_faust(settings: Settings, n: int, log_dir: Path, workers: int) -> FaustResult:
+    """(b) our job as ``workers`` `sandbox worker` processes.
 
-    While it runs, only the group's committed offsets are polled (cheap: the broker shares
-    the cores); the rate comes afterwards from the job's status records.
+    While it runs, only the group's committed offsets are polled and the workers' CPU time
+    read from /proc (cheap: the broker shares the cores); the rate and the CPU per event
+    come afterwards from the job's status records.
     """
     job = settings.model_copy(update={"stream_job_id": f"bench-job-{uuid.uuid4().hex[:6]}"})
+    # The job's routed topic before its workers start: each worker creates it if missing and
+    # then reads its ends, which fails (NOT_LEADER) on a topic another worker just created.
+    ensure_topics(job.bootstrap_servers, topic_plan(job))
     env = {**os.environ, **settings_env(job)}
     logs = [(log_dir / f"faust-worker-{i}.log").open("wb") for i in range(workers)]
     started = time.perf_counter()
@@ -178,6 +258,8 @@ def bench_faust(settings: Settings, n: int, log_dir: Path, workers: int) -> tupl
                 cwd=REPO,
             )
         )
+    cpu = CpuSampler([p.pid for p in procs])
+    cpu.start()
     try:
         lag = wait_caught_up(job, timeout_s=1800, poll_s=1.0)
         wall = time.perf_counter() - started
@@ -185,10 +267,16 @@ def bench_faust(settings: Settings, n: int, log_dir: Path, workers: int) -> tupl
             raise RuntimeError(f"the workers did not finish ({lag.per_partition}); see {log_dir}")
         time.sleep(STATUS_SETTLE_S)  # one more status record after the last batch
     finally:
+        cpu.stop()
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:  # stuck (e.g. in a rebalance): not left behind
+                print(f"warning: worker {proc.pid} ignored SIGTERM for 30s; killed (see its log)")
+                proc.kill()
+                proc.wait()
         for log in logs:
             log.close()
     # (time, events read by stage 1, events routed, events windowed by stage 2)
@@ -206,7 +294,13 @@ def bench_faust(settings: Settings, n: int, log_dir: Path, workers: int) -> tupl
     # Done when stage 1 has read everything and stage 2 has windowed all it routed.
     last = next(b for b in busy if b[1] >= n and b[3] >= b[2])
     # The first busy record already counts up to a second of work: rate between records.
-    return (last[1] - first[1]) / ((last[0] - first[0]) / 1000), wall
+    events = last[1] - first[1]
+    return FaustResult(
+        events_per_s=events / ((last[0] - first[0]) / 1000),
+        wall_s=wall,
+        cpu_us_per_event=(cpu.at(last[0]) - cpu.at(first[0])) / events * 1e6,
+        cpu_total_s=cpu.samples[-1][1],
+    )
 
 
 def ensure_quix_venv() -> Path:
@@ -246,6 +340,10 @@ def bench_quix(settings: Settings, n: int, log_dir: Path, valid: int) -> float:
         raise RuntimeError(f"quix job failed; see {log_dir / 'quix.log'}")
     report = json.loads(result.stdout.strip().splitlines()[-1])
     return float(report["events"]) / float(report["elapsed_s"])
+
+
+def faust_name(workers: int) -> str:
+    return FAUST_KEY if workers == 1 else f"(b) faust stream job, {workers} workers"
 
 
 def main() -> None:
@@ -290,21 +388,26 @@ def main() -> None:
             "worker_web_port": free_port(),
         }
     )
+    faust: dict[int, FaustResult] = {}
     try:
         fill(settings, n, args.seed)
         ensure_topics(settings.bootstrap_servers, topic_plan(settings))
         publish_catalog(settings.bootstrap_servers, settings.titles_topic)
         rates: dict[str, float] = {}
-        rates["(a) plain confluent-kafka + fastavro decode"] = bench_plain(settings, n)
-        print(f"(a) done: {rates['(a) plain confluent-kafka + fastavro decode']:,.0f}/s")
+        rates[PLAIN_KEY] = bench_plain(settings, n)
+        print(f"(a) done: {rates[PLAIN_KEY]:,.0f}/s")
         for workers in args.workers:
-            faust_rate, faust_wall = bench_faust(settings, n, tmp, workers)
-            name = FAUST_KEY if workers == 1 else f"(b) faust stream job, {workers} workers"
-            rates[name] = faust_rate
-            print(f"{name}: {faust_rate:,.0f}/s; wall {faust_wall:.1f}s incl. start-up")
+            res = bench_faust(settings, n, tmp, workers)
+            faust[workers] = res
+            name = faust_name(workers)
+            rates[name] = res.events_per_s
+            print(
+                f"{name}: {res.events_per_s:,.0f}/s, {res.cpu_us_per_event:.1f} CPU µs/event; "
+                f"wall {res.wall_s:.1f}s, CPU {res.cpu_total_s:.1f}s incl. start-up"
+            )
         if not args.skip_quix:
             # Quix counts events after its validation filter: every backfill event is valid.
-            rates["(c) quix streams 3.28.1, same aggregation"] = bench_quix(settings, n, tmp, n)
+            rates[QUIX_KEY] = bench_quix(settings, n, tmp, n)
     finally:
         if broker is not None:
             broker.stop()
@@ -314,12 +417,43 @@ def main() -> None:
         f"\n{n:,} events, {settings.events_partitions} partitions, {cores} cores "
         f"(broker on the same machine); logs in {tmp}"
     )
-    plain = next(iter(rates.values()))
+    plain = rates[PLAIN_KEY]
+    cpu_of = {faust_name(w): r.cpu_us_per_event for w, r in faust.items()}
     for name, value in rates.items():
-        print(f"  {name:48s} {value:>10,.0f} events/s   {value / plain:6.2f}x of (a)")
-    quix_key = "(c) quix streams 3.28.1, same aggregation"
-    if quix_key in rates and FAUST_KEY in rates:
-        print(f"  faust (1 worker) / quix = {rates[FAUST_KEY] / rates[quix_key]:.2f}")
+        cpu_col = f"   {cpu_of[name]:6.1f} CPU µs/event" if name in cpu_of else ""
+        print(f"  {name:48s} {value:>10,.0f} events/s   {value / plain:6.2f}x of (a){cpu_col}")
+    if QUIX_KEY in rates and FAUST_KEY in rates:
+        print(f"  faust (1 worker) / quix = {rates[FAUST_KEY] / rates[QUIX_KEY]:.2f}")
+    print(json.dumps(summary(n, settings.events_partitions, cores, rates, faust)))
+
+
+def summary(
+    n: int,
+    partitions: int,
+    cores: int | None,
+    rates: dict[str, float],
+    faust: dict[int, FaustResult],
+) -> dict[str, object]:
+    """The run as one JSON-able dict (the last line printed); null for what was not run."""
+    raw = rates.get(PLAIN_KEY)
+    quix = rates.get(QUIX_KEY)
+    one = faust[1].events_per_s if 1 in faust else None
+    return {
+        "benchmark": "stream",
+        "events": n,
+        "partitions": partitions,
+        "cores": cores,
+        "raw_events_per_s": _round(raw, 0),
+        "job_events_per_s": {str(w): _round(r.events_per_s, 0) for w, r in faust.items()},
+        "job_cpu_us_per_event": {str(w): _round(r.cpu_us_per_event, 2) for w, r in faust.items()},
+        "quix_events_per_s": _round(quix, 0),
+        "job_vs_raw": _round(one / raw, 3) if one is not None and raw else None,
+        "job_vs_quix": _round(one / quix, 3) if one is not None and quix else None,
+    }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 if __name__ == "__main__":

@@ -94,3 +94,42 @@ def _assignment(consumer: Consumer) -> set[tuple[str | None, int | None]]:
         return {(tp.topic, tp.partition) for tp in consumer.assignment()}
     except KafkaException:
         return set()
+
+
+def last_values(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, bytes | None]:
+    """The value of the newest record of each non-empty partition of ``topic`` (no group
+    offsets are read or committed)."""
+    consumer = make_consumer(bootstrap, "last-values", **{"enable.partition.eof": False})
+    try:
+        deadline = time.monotonic() + timeout_s
+        parts = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        newest = []
+        for p in parts:
+            while True:  # a topic created a moment ago may have no leader yet
+                try:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, p), timeout=timeout_s
+                    )
+                    break
+                except KafkaException as exc:
+                    error = exc.args[0]
+                    if not error.retriable() or time.monotonic() >= deadline:
+                        raise ReadError(f"{topic}[{p}]: {error.str()}") from exc
+                    time.sleep(0.2)
+            if high > low:
+                newest.append(TopicPartition(topic, p, high - 1))
+        if not newest:
+            return {}
+        consumer.assign(newest)
+        found: dict[int, bytes | None] = {}
+        while len(found) < len(newest) and time.monotonic() < deadline:
+            for msg in consumer.consume(len(newest), timeout=0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.fatal() or not err.retriable():
+                        raise ReadError(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+                    continue
+                found[msg.partition()] = msg.value()  # type: ignore[index]
+        return found
+    finally:
+        consumer.close()

@@ -17,10 +17,15 @@ See docs/event-time.md for the semantics with a worked timeline.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import itertools
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Generic, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "DROP_REASON",
@@ -28,6 +33,7 @@ __all__ = [
     "WATERMARK_MIN",
     "Accumulator",
     "AccumulatorFactory",
+    "BatchAccumulator",
     "EngineConfig",
     "EngineCounters",
     "EventTimeEngine",
@@ -172,6 +178,33 @@ class Accumulator(Protocol[V_contra, R_co]):
     def result(self) -> R_co: ...
 
     def to_state(self) -> JsonDict: ...
+
+
+class BatchAccumulator(Protocol):
+    """What ``EventTimeEngine.process_batch`` needs to add rows in bulk (``ViewingMetrics``
+    has it): ``add_rows(columns, rows)`` must do exactly what ``add(columns.row(i))`` for
+    each ``i`` in ``rows`` does, ``columns`` being the batch's ``values``.
+
+    The accumulator class may also offer a static/class method ``add_row_groups(
+    accumulators, columns, rows, starts)`` doing ``accumulators[g].add_rows(columns,
+    rows[starts[g]:starts[g + 1]])`` for every g in one pass; the engine uses it if present.
+    """
+
+    def add_rows(self, columns: Any, rows: npt.NDArray[np.intp]) -> None: ...
+
+
+_RowGroupAdder = Callable[[list[Any], Any, npt.NDArray[np.intp], npt.NDArray[np.intp]], None]
+
+
+def _add_row_groups_one_by_one(
+    accumulators: list[Any],
+    columns: Any,
+    rows: npt.NDArray[np.intp],
+    starts: npt.NDArray[np.intp],
+) -> None:
+    bounds = [*starts.tolist(), len(rows)]
+    for g, accumulator in enumerate(accumulators):
+        accumulator.add_rows(columns, rows[bounds[g] : bounds[g + 1]])
 
 
 class AccumulatorFactory(Protocol[V_contra, R_co]):
@@ -371,6 +404,14 @@ class EventTimeEngine(Generic[V, R]):
         # Processing time of the last watermark evaluation (not state: after a restore the
         # first event evaluates again).
         self._finished_at_ms: int | None = None
+        # process_batch adds rows in bulk when windows are tumbling (one window per event)
+        # and the accumulator can (BatchAccumulator); otherwise it calls process per row.
+        self._row_group_adder: _RowGroupAdder | None = None
+        probe = accumulator()
+        if isinstance(self._config.windows, TumblingWindows) and hasattr(probe, "add_rows"):
+            self._row_group_adder = getattr(
+                type(probe), "add_row_groups", _add_row_groups_one_by_one
+            )
 
     # -- inspection
 
@@ -535,7 +576,282 @@ class EventTimeEngine(Generic[V, R]):
         """Re-evaluate idle partitions at processing time ``now_ms``; may fire windows."""
         return self._finish([], [], now_ms)
 
+    def process_batch(
+        self,
+        partition: int,
+        event_times_ms: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        keys: Sequence[Key],
+        values: Any,
+        now_ms: int,
+    ) -> list[tuple[int, StepResult[V, R]]]:
+        """Apply the rows of one batch read from ``partition`` at processing time ``now_ms``,
+        exactly as ``process(event_times_ms[i], keys[i], values.row(i), partition,
+        offsets[i], now_ms)`` called for each row i in order would.
+
+        ``event_times_ms`` (epoch ms) and ``offsets`` are int64 arrays, ``keys`` one key per
+        row, ``values`` the rows' values: an object with ``row(i)`` and what the
+        accumulator's ``add_rows`` takes (``MetricColumns`` for ``ViewingMetrics``), or, on
+        the per-row path, a plain sequence. Returns ``(row index, StepResult)``, in row
+        order, for exactly the rows whose ``process`` call would have returned panes or
+        late events, each equal to that result; the engine state afterwards (``to_state()``,
+        counters, ``watermark_ms``) is the same too. Offsets need not increase: a row at or
+        below the highest offset applied before it is a replay, as in ``process``.
+
+        Vectorized for tumbling windows with a ``BatchAccumulator``; otherwise one
+        ``process`` call per row. One difference: every key is checked before any row is
+        applied, so a bad key raises TypeError with nothing of the batch applied.
+
+        How it stays exact: other partitions do not change within the batch and ``now_ms``
+        is fixed, so the watermark before each row follows from this partition's running
+        max event time alone (see ``_batch_watermarks_ms``). Windows only fire or purge
+        where the watermark crosses a multiple of the window size (or of it plus the
+        allowed lateness), so the batch is cut into stretches between such rows: within a
+        stretch every (window, key) gets one classification, the rows of open windows are
+        added in bulk, late updates are applied one by one (each emits a pane), and after
+        the stretch's last row ``_fire_and_purge`` runs as ``_finish`` would.
+        """
+        n = len(keys)
+        times_ms = np.asarray(event_times_ms, dtype=np.int64)
+        offs = np.asarray(offsets, dtype=np.int64)
+        if times_ms.shape != (n,) or offs.shape != (n,) or len(values) != n:
+            raise ValueError(
+                f"one event time, offset and value per key: {times_ms.shape}, {offs.shape}, "
+                f"{len(values)}, {n}"
+            )
+        if self._row_group_adder is None:
+            return self._process_rows(partition, times_ms, offs, keys, values, now_ms)
+        if n == 0:
+            return []
+        # Key codes: the row of each key's first occurrence (dense enough, no overflow).
+        first_row: dict[Key, int] = {}
+        codes = np.fromiter(map(first_row.setdefault, keys, range(n)), dtype=np.intp, count=n)
+        if set(map(type, first_row)) != {tuple} or set(
+            map(type, itertools.chain.from_iterable(first_row))
+        ) - {str}:
+            for key in first_row:  # raises for the first bad key (subclasses are fine)
+                _check_key(key)
+
+        # Replays: at or below the highest offset applied before the row (process's rule).
+        part = self._partitions.get(partition)
+        stored_offset = part.last_offset if part is not None else None
+        higher_before = np.empty(n, dtype=np.int64)
+        higher_before[0] = stored_offset if stored_offset is not None else _INT64_MIN
+        np.maximum.accumulate(offs[:-1], out=higher_before[1:])
+        if stored_offset is not None:
+            np.maximum(higher_before, stored_offset, out=higher_before)
+        applied = offs > higher_before
+        if stored_offset is None:
+            applied[0] = True
+        self._counters["events_in"] += n
+        rows = np.flatnonzero(applied)
+        self._counters["replayed_skipped"] += n - len(rows)
+        if not len(rows):
+            return []
+        if len(rows) == n:
+            t_ms = times_ms
+        else:
+            t_ms = times_ms[rows]
+            codes = codes[rows]
+
+        running_max_ms, before_ms, after_ms = self._batch_watermarks_ms(partition, t_ms, now_ms)
+
+        # Classification against the watermark before each row, by window index k
+        # (window [k * size, (k + 1) * size)): end <= W iff k < W // size, and
+        # end + L <= W iff k < (W - L) // size (clamped: nothing closes below -inf + L).
+        size_ms = self._config.windows.size_ms
+        lateness_allowed_ms = self._config.allowed_lateness_ms
+        fired_before, closed_before = _window_indices(before_ms, size_ms, lateness_allowed_ms)
+        fired_after, closed_after = _window_indices(after_ms, size_ms, lateness_allowed_ms)
+        k = t_ms // size_ms
+        dropped = k < closed_before
+        open_ = k >= fired_before
+        late_update = ~(dropped | open_)
+        unobservably_late = open_ & (t_ms < before_ms)
+        n_open = int(np.count_nonzero(open_))
+        n_unobservable = int(np.count_nonzero(unobservably_late))
+        self._counters["late_dropped"] += int(np.count_nonzero(dropped))
+        self._counters["late_updates"] += len(rows) - n_open - int(np.count_nonzero(dropped))
+        self._counters["unobservably_late"] += n_unobservable
+        self._counters["on_time"] += n_open - n_unobservable
+
+        # Stretches end at the rows after which some window fires or closes.
+        moved = (fired_after != fired_before) | (closed_after != closed_before)
+        stretch_ends = np.flatnonzero(moved).tolist()
+        if not stretch_ends or stretch_ends[-1] != len(rows) - 1:
+            stretch_ends.append(len(rows) - 1)
+        open_rows = np.flatnonzero(open_)
+        open_cuts = np.searchsorted(open_rows, stretch_ends, side="right").tolist()
+        late_rows = np.flatnonzero(late_update)
+        late_cuts = np.searchsorted(late_rows, stretch_ends, side="right").tolist()
+        late_list = late_rows.tolist()
+
+        panes_at: dict[int, list[Pane[R]]] = {}
+        windows: dict[int, Window] = {}
+        open_lo = late_lo = 0
+        for end, open_hi, late_hi in zip(stretch_ends, open_cuts, late_cuts, strict=True):
+            if open_hi > open_lo:
+                chunk = open_rows[open_lo:open_hi]
+                self._add_open_rows(k[chunk], codes[chunk], rows[chunk], keys, values, windows)
+            for j in late_list[late_lo:late_hi]:
+                i = int(rows[j])
+                window = self._batch_window(int(k[j]), windows)
+                entry = self._entry(window, keys[i])
+                entry.accumulator.add(_row(values, i))
+                panes_at[j] = [self._emit(window, keys[i], entry, PaneKind.LATE, int(before_ms[j]))]
+            if moved[end]:
+                self._watermark_ms = int(after_ms[end])
+                fired = self._fire_and_purge(int(before_ms[end]))
+                if fired:
+                    panes_at.setdefault(end, []).extend(fired)
+            open_lo, late_lo = open_hi, late_hi
+
+        late_at: dict[int, list[LateEvent[V]]] = {}
+        for j in np.flatnonzero(dropped).tolist():
+            i = int(rows[j])
+            event_time_ms = int(t_ms[j])
+            watermark_ms = int(before_ms[j])
+            late_at[j] = [
+                LateEvent(
+                    event=_row(values, i),
+                    event_time_ms=event_time_ms,
+                    key=keys[i],
+                    partition=partition,
+                    offset=int(offs[i]),
+                    window=self._batch_window(int(k[j]), windows),
+                    watermark_ms=watermark_ms,
+                    lateness_ms=watermark_ms - event_time_ms,
+                )
+            ]
+
+        if part is None:
+            part = self._partitions[partition] = _PartitionState(last_activity_ms=now_ms)
+        part.assigned = True
+        part.last_activity_ms = now_ms
+        part.last_offset = int(offs[rows[-1]])
+        part.max_event_time_ms = int(running_max_ms[-1])
+        self._watermark_ms = int(after_ms[-1])
+        self._finished_at_ms = now_ms
+
+        results: list[tuple[int, StepResult[V, R]]] = []
+        for j in sorted(panes_at.keys() | late_at.keys()):
+            panes = panes_at.get(j, [])
+            if len(panes) > 1:
+                panes.sort(key=_pane_order)
+            results.append((int(rows[j]), StepResult(panes, late_at.get(j, []), int(after_ms[j]))))
+        return results
+
     # -- internals
+
+    def _process_rows(
+        self,
+        partition: int,
+        times_ms: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        keys: Sequence[Key],
+        values: Any,
+        now_ms: int,
+    ) -> list[tuple[int, StepResult[V, R]]]:
+        """process_batch without a batch path: ``process`` per row."""
+        results: list[tuple[int, StepResult[V, R]]] = []
+        process = self.process
+        for i, (event_time_ms, offset) in enumerate(
+            zip(times_ms.tolist(), offsets.tolist(), strict=True)
+        ):
+            step = process(event_time_ms, keys[i], _row(values, i), partition, offset, now_ms)
+            if step.panes or step.late_events:
+                results.append((i, step))
+        return results
+
+    def _batch_watermarks_ms(
+        self, partition: int, t_ms: npt.NDArray[np.int64], now_ms: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """For the applied rows of a batch from ``partition`` (event times ``t_ms``, epoch
+        ms): this partition's max event time after each row, and the engine watermark
+        before and after each row, as the per-row ``process`` calls would leave them.
+
+        After its first row the partition is assigned and active (activity ``now_ms``), so
+        each evaluation (``_computed_watermark_ms``) is min(A, max event time - D), A being
+        the lowest mark of the other assigned, non-idle partitions, constant within the
+        batch (the "everything idle" branch cannot apply). ``process`` evaluates after a
+        row that raises the max, and after the first row if nothing was evaluated at
+        ``now_ms`` yet; a row that does neither leaves the watermark as it is.
+        """
+        config = self._config
+        others_ms: int | None = None
+        for number, state in self._partitions.items():
+            if number == partition or not state.assigned or self._is_idle(state, now_ms):
+                continue
+            mark_ms = self._partition_watermark_ms(state)
+            if others_ms is None or mark_ms < others_ms:
+                others_ms = mark_ms
+        part = self._partitions.get(partition)
+        stored_max_ms = part.max_event_time_ms if part is not None else None
+
+        running_max_ms = np.maximum.accumulate(t_ms)
+        if stored_max_ms is not None:
+            np.maximum(running_max_ms, stored_max_ms, out=running_max_ms)
+        evaluated = np.empty(len(t_ms), dtype=np.bool_)
+        evaluated[0] = (
+            stored_max_ms is None or t_ms[0] > stored_max_ms or self._finished_at_ms != now_ms
+        )
+        np.greater(t_ms[1:], running_max_ms[:-1], out=evaluated[1:])
+        np.logical_or.accumulate(evaluated, out=evaluated)
+        # max(WATERMARK_MIN, max - D) without int64 overflow.
+        d_ms = config.out_of_orderness_ms
+        computed_ms = np.maximum(running_max_ms, WATERMARK_MIN + d_ms) - d_ms
+        if others_ms is not None:
+            np.minimum(computed_ms, others_ms, out=computed_ms)
+        after_ms = np.where(
+            evaluated, np.maximum(computed_ms, self._watermark_ms), self._watermark_ms
+        )
+        before_ms = np.empty_like(after_ms)
+        before_ms[0] = self._watermark_ms
+        before_ms[1:] = after_ms[:-1]
+        return running_max_ms, before_ms, after_ms
+
+    def _batch_window(self, k: int, cache: dict[int, Window]) -> Window:
+        window = cache.get(k)
+        if window is None:
+            size_ms = self._config.windows.size_ms
+            window = cache[k] = Window(k * size_ms, (k + 1) * size_ms)
+        return window
+
+    def _add_open_rows(
+        self,
+        k: npt.NDArray[np.int64],
+        codes: npt.NDArray[np.intp],
+        rows: npt.NDArray[np.intp],
+        keys: Sequence[Key],
+        values: Any,
+        windows: dict[int, Window],
+    ) -> None:
+        """Add rows of not yet fired windows (window index ``k``, key code = row of the key's
+        first occurrence, row index into ``values``), grouped by (window, key)."""
+        assert self._row_group_adder is not None
+        order = np.lexsort((codes, k))
+        k, codes, rows = k[order], codes[order], rows[order]
+        change = np.empty(len(rows), dtype=np.bool_)
+        change[0] = True
+        np.not_equal(k[1:], k[:-1], out=change[1:])
+        change[1:] |= codes[1:] != codes[:-1]
+        starts = np.flatnonzero(change)
+        group_k = k[starts]
+        codes_list = codes[starts].tolist()
+        # Groups are sorted by window first: one slice of groups per window.
+        bounds = [0, *(np.flatnonzero(group_k[1:] != group_k[:-1]) + 1).tolist(), len(starts)]
+        accumulators: list[Any] = []
+        factory = self._factory
+        for lo, hi in itertools.pairwise(bounds):
+            window = self._batch_window(int(group_k[lo]), windows)
+            entries = self._windows.setdefault(window, {})
+            window_keys = list(map(keys.__getitem__, codes_list[lo:hi]))
+            found = list(map(entries.get, window_keys))
+            # What _entry does, for the window's new keys only (C loops find them).
+            for g in itertools.compress(range(len(found)), map(operator.not_, found)):
+                found[g] = entries[window_keys[g]] = _Entry(factory())
+            accumulators.extend(map(_ACCUMULATOR, found))
+        self._row_group_adder(accumulators, values, rows, starts)
 
     def _entry(self, window: Window, key: Key) -> _Entry[V, R]:
         entries = self._windows.setdefault(window, {})
@@ -712,3 +1028,24 @@ class EventTimeEngine(Generic[V, R]):
 
 def _optional_int(raw: Any) -> int | None:
     return None if raw is None else int(raw)
+
+
+_INT64_MIN: Final[int] = -(2**63)
+_ACCUMULATOR: Final = operator.attrgetter("accumulator")
+
+
+def _row(values: Any, i: int) -> Any:
+    """Row ``i`` of a batch's values: ``values.row(i)`` (columns) or ``values[i]``."""
+    row = getattr(values, "row", None)
+    return row(i) if row is not None else values[i]
+
+
+def _window_indices(
+    watermarks_ms: npt.NDArray[np.int64], size_ms: int, allowed_lateness_ms: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """For each watermark W (epoch ms): W // size and (W - L) // size. A tumbling window
+    [k * size, (k + 1) * size) has fired iff k < the first, is closed iff k < the second."""
+    fired = watermarks_ms // size_ms
+    shifted = np.maximum(watermarks_ms, WATERMARK_MIN + allowed_lateness_ms)
+    closed = (shifted - allowed_lateness_ms) // size_ms
+    return fired, closed

@@ -17,7 +17,9 @@ from schemas.codec import AvroCodec
 @dataclass(frozen=True)
 class TopicRole:
     role: str
-    schema: str | None  # schema name in schemas/avro, None for raw bytes (dead letters)
+    # schema name in schemas/avro; None for raw bytes (dead letters) and for the routed
+    # topic, whose Arrow contract is schemas/routed.py
+    schema: str | None
     key: str  # what the message key is
     config: dict[str, str] = field(default_factory=dict)  # topic configs set at creation
 
@@ -42,10 +44,10 @@ VIEWING_METRICS = TopicRole(
 )
 ROUTED = TopicRole(
     "routed",
-    "routed_batch",
+    None,  # not Avro: an Arrow routed batch, declared in schemas/routed.py
     key="the source partition number (UTF-8); the target partition is chosen from "
-    "(title_id, country) by pipeline.stream.records.route_partition. Internal to the stream "
-    "job: topic <job id>-routed",
+    "(title_id, country) by pipeline.stream.records.route_partition; value = a routed batch "
+    "(schemas/routed.py, Arrow IPC). Internal to the stream job: topic <job id>-routed",
     # Retention as the events topic (the broker's default, 7 days), not shorter: stage 1
     # commits its input once routed, so a routed record deleted before stage 2 read it
     # (a job stopped for longer) would be lost.

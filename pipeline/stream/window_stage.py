@@ -4,7 +4,9 @@
 
     routed topic, partition q  (every (title_id, country) lives in exactly one q)
       WindowJob(q).process(batches)              per target partition
-        engine.process(event per event)          classified against q's watermark
+        engine.process_batch(a routed batch)     each event classified against q's
+                                                 watermark in force before it (vectorized;
+                                                 per event for hopping windows)
         engine.advance(p, source max event time) the marker: p's progress reaches q
         -> panes        -> viewing-metrics, key "window_start|title_id|country"
            late events  -> late-events, key = the original key
@@ -27,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline.metrics import MetricInput, ViewingMetrics, ViewingMetricsResult
+from pipeline.metrics import MetricColumns, MetricInput, ViewingMetrics, ViewingMetricsResult
 from pipeline.stream.records import (
     SNAPSHOT_VERSION,
     JobTopics,
@@ -43,7 +45,8 @@ from pipeline.windows import (
     Pane,
     StepResult,
 )
-from schemas.topics import ROUTED, codec, events_codec
+from schemas.routed import decode_routed
+from schemas.topics import codec, events_codec
 
 __all__ = ["WindowJob"]
 
@@ -74,7 +77,6 @@ class WindowJob:
             engine.assign_partitions(range(sources), now_ms)
         self.engine: Engine = engine
         self.counters: Counter[str] = Counter(counters or {})
-        self._routed = codec(ROUTED.schema or "", "ms")
         self._events = events_codec("ms")
         self._metrics = codec("viewing_metric", "ms")
         self._late = codec("late_event", "ms")
@@ -82,45 +84,41 @@ class WindowJob:
     # -- processing
 
     def process(self, batches: Iterable[bytes], now_ms: int) -> list[Output]:
-        """Apply RoutedBatch records (in routed-topic order) at processing time ``now_ms``."""
+        """Apply routed batches (in routed-topic order) at processing time ``now_ms``.
+
+        Each batch goes to the engine at once (``EventTimeEngine.process_batch``: each
+        event still classified against the watermark in force before it), then its marker
+        (``advance``)."""
         out: list[Output] = []
-        decode = self._routed.decode
         engine = self.engine
-        engine_process = engine.process
         for raw in batches:
-            batch = decode(raw)
+            batch = decode_routed(raw)
             self.counters["batches_in"] += 1
-            source = batch["source_partition"]
-            offsets = batch["offsets"]
-            event_times = batch["event_times"]
-            title_ids = batch["title_ids"]
-            countries = batch["countries"]
-            event_types = batch["event_types"]
-            profile_ids = batch["profile_ids"]
-            watched = batch["watched_ms"]
-            buffered = batch["buffer_ms"]
-            positions = batch["position_ms"]
-            runtimes = batch["runtime_ms"]
-            for i in range(len(offsets)):
-                step = engine_process(
-                    event_times[i],
-                    (title_ids[i], countries[i]),
-                    MetricInput(
-                        event_types[i],
-                        profile_ids[i],
-                        watched[i],
-                        buffered[i],
-                        positions[i],
-                        runtimes[i],
-                    ),
+            source = batch.source_partition
+            c = batch.columns
+            if c.num_rows:
+                values = MetricColumns(
+                    event_type=c["event_type"].to_numpy(zero_copy_only=False),
+                    profile_id=c["profile_id"].to_numpy(zero_copy_only=False),
+                    watched_ms=c["watched_ms"].to_numpy(),
+                    buffer_ms=c["buffer_ms"].to_numpy(),
+                    position_ms=c["position_ms"].to_numpy(),
+                    runtime_ms=c["runtime_ms"].to_numpy(),
+                )
+                keys = list(zip(c["title_id"].to_pylist(), c["country"].to_pylist(), strict=True))
+                steps = engine.process_batch(
                     source,
-                    offsets[i],
+                    c["event_time"].to_numpy(),
+                    c["offset"].to_numpy(),
+                    keys,
+                    values,
                     now_ms,
                 )
-                if step.panes or step.late_events:
-                    self._outputs(step, out, now_ms, batch, i)
+                for i, step in steps:
+                    original = (c["key"][i].as_py(), c["value"][i].as_py())
+                    self._outputs(step, out, now_ms, original)
             self._outputs(
-                engine.advance(source, batch["source_max_event_time"], now_ms), out, now_ms
+                engine.advance(source, batch.source_max_event_time_ms, now_ms), out, now_ms
             )
         return out
 
@@ -135,18 +133,15 @@ class WindowJob:
         step: StepResult[MetricInput, ViewingMetricsResult],
         out: list[Output],
         now_ms: int,
-        batch: Mapping[str, Any] | None = None,
-        index: int = 0,
+        original: tuple[bytes | None, bytes] | None = None,
     ) -> None:
         for pane in step.panes:
             self.counters[f"panes_{pane.kind.value.lower()}"] += 1
             out.append(self._pane_output(pane, now_ms))
         for late in step.late_events:
             self.counters["late_events"] += 1
-            assert batch is not None, "only an event can be late"
-            out.append(
-                self._late_output(late, batch["keys"][index], batch["values"][index], now_ms)
-            )
+            assert original is not None, "only an event can be late"
+            out.append(self._late_output(late, *original, now_ms))
 
     def _pane_output(self, pane: Pane[ViewingMetricsResult], now_ms: int) -> Output:
         title_id, country = pane.key

@@ -189,6 +189,14 @@ class JobWorker:
         checkpoint the last batches once input pauses."""
         # After a restart with no new input, windows held by the restored state still fire.
         if not self.recovered():
+            # A rebalance is under way. Before it revokes anything, Faust waits until every
+            # routed batch its agent took is acknowledged (``wait_empty``), and no batch
+            # comes to checkpoint them: so checkpoint what was applied now (nothing is
+            # restored or fired until the new assignment is recovered).
+            if self.unacked:
+                async with self.lock:
+                    if self.unacked:
+                        await self._checkpoint()
             return
         now = now_ms()
         for p in sorted(self.assigned_sources):

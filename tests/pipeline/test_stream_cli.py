@@ -13,6 +13,7 @@ from config.settings import Settings
 from infra.kafka import KafkaConfig
 from infra.stack import settings_env
 from kafka_io.ports import free_port
+from kafka_io.publisher import Publisher
 from pipeline.stream import faust_consumer
 from pipeline.stream.readback import read_status
 from sandbox.cli import main
@@ -75,6 +76,27 @@ def test_a_worker_on_an_untested_faust_streaming_refuses_to_start_in_one_line(
     assert code == 1
     assert err.count("\n") == 1
     assert "faust-streaming 0.16.0 is installed" in err and "faust-streaming==0.15.3" in err
+
+
+@pytest.mark.integration
+def test_a_worker_refuses_a_routed_topic_of_another_format_in_one_line(
+    kafka_broker: KafkaConfig,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # What an older job left in its routed topic: an Avro (single-object) routed batch.
+    s = make_stream_settings(kafka_broker, tmp_path)
+    with Publisher(s.bootstrap_servers) as pub:
+        pub.send(s.routed_topic, b"\xc3\x01" + bytes(8) + b"an Avro routed batch", b"0")
+        pub.flush()
+    for name, value in settings_env(s).items():
+        monkeypatch.setenv(name, value)
+    code, _out, err = run(capsys, "worker")
+    assert code == 1
+    assert err.count("\n") == 1
+    assert f"the routed topic {s.routed_topic} (partition 0)" in err
+    assert "format v1 (Avro)" in err and "new SANDBOX_STREAM_JOB_ID" in err
 
 
 @pytest.mark.integration

@@ -29,6 +29,7 @@ from pipeline.stream.router import Router
 from pipeline.stream.window_stage import WindowJob
 from pipeline.stream.worker import JobWorker, StreamJobError, WorkerConfig
 from pipeline.validate import TitleIndex, TitleInfo
+from schemas.routed import decode_routed
 from schemas.topics import codec, events_codec
 
 pytestmark = pytest.mark.unit
@@ -61,7 +62,7 @@ class Topology:
             out_of_orderness_ms=10_000,
             **router,
         )
-        self.routed: list[dict[str, Any]] = []  # every RoutedBatch, decoded
+        self.routed: list[dict[str, Any]] = []  # every routed batch: offsets, marker
         self.windows = [
             WindowJob(partition=q, topics=TOPICS, config=CONFIG, sources=sources, now_ms=NOW_MS)
             for q in range(targets)
@@ -75,7 +76,13 @@ class Topology:
         for o in self.router.process(partition, records, now_ms):
             if o.topic == "routed":
                 assert o.partition is not None and o.key == str(partition).encode()
-                self.routed.append(codec("routed_batch", "ms").decode(o.value or b""))
+                batch = decode_routed(o.value or b"")
+                self.routed.append(
+                    {
+                        "offsets": batch.columns["offset"].to_pylist(),
+                        "source_max_event_time": batch.source_max_event_time_ms,
+                    }
+                )
                 out.extend(self.windows[o.partition].process([o.value or b""], now_ms))
             else:
                 out.append(o)
@@ -475,6 +482,29 @@ def test_the_worker_restores_only_once_the_table_is_recovered_and_skips_what_it_
         await second.publish_status()
         status = json.loads(f.sent[-1].value or b"")
         assert status["started"] is True and status["sources"][0]["last_offset"] == 2
+
+    asyncio.run(main())
+
+
+def test_during_a_rebalance_a_tick_acknowledges_what_was_applied() -> None:
+    """Faust waits for the agent's unacknowledged routed batches (``wait_empty``) before it
+    revokes partitions, and no new batch comes to checkpoint them: the tick must."""
+
+    async def main() -> None:
+        f = FakeFaust()
+        w = f.worker()
+        w.assign({0}, {0, 1})
+        await w.apply_events(0, messages(event(5)))
+        stream = FakeStream(f.log)
+        await w.apply_routed(stream, routed_events(f.sent))
+        assert w.unacked
+        f.kinds()
+        f.actives_ready = False  # the rebalance began
+        await w.tick()
+        kinds = f.kinds()
+        assert kinds[0] == "flush" and kinds[-2:] == ["stream-ack", "stream-ack"]
+        assert set(kinds[1:-2]) == {"changelog"}  # the two window snapshots, then the acks
+        assert not w.unacked and w.windows.keys() == {0, 1}
 
     asyncio.run(main())
 

@@ -125,9 +125,7 @@ def test_v1_event_resolves_into_current_reader_with_defaults(codec: AvroCodec) -
     assert back["event_id"] == v1["event_id"] and back["watched_ms"] == 60_000
 
 
-@pytest.mark.parametrize(
-    "name", ["playback_event", "title", "viewing_metric", "late_event", "routed_batch"]
-)
+@pytest.mark.parametrize("name", ["playback_event", "title", "viewing_metric", "late_event"])
 def test_every_version_is_readable_by_the_current_reader(name: str) -> None:
     versions = schema_versions(name)
     reader = avro.schema.parse(json.dumps(versions[-1].raw))
