@@ -53,9 +53,10 @@ from confluent_kafka.admin import AdminClient
 
 from config.clock import DAY_MS
 from config.settings import Settings
-from infra.kafka import KafkaConfig, LocalKafka
+from infra.kafka import temporary_broker
 from infra.stack import settings_env, topic_plan
 from kafka_io.admin import ensure_topics
+from kafka_io.ports import free_port
 from kafka_io.publisher import Publisher
 from kafka_io.reader import make_consumer, read_messages
 from pipeline.stream.readback import merge_status, wait_caught_up
@@ -74,14 +75,6 @@ CPU_SAMPLE_S = 0.1
 FAUST_KEY = "(b) faust stream job, 1 worker"
 PLAIN_KEY = "(a) plain confluent-kafka + fastavro decode"
 QUIX_KEY = "(c) quix streams 3.28.1, same aggregation"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def topic_size(bootstrap: str, topic: str) -> int:
@@ -362,18 +355,14 @@ def main() -> None:
     n = args.events
 
     base = Settings()  # SANDBOX_* of the caller: the one entry point that reads them
-    broker = None
     tmp = Path(tempfile.mkdtemp(prefix="stream-bench-"))
+    broker = contextlib.ExitStack()  # stops the private broker, if one is started
     if not base.kafka_bootstrap:
-        cfg = KafkaConfig(
-            state_dir=tmp / "kafka",
-            libs_dir=REPO / ".sandbox" / "kafka-libs",
-            port=free_port(),
-            controller_port=free_port(),
-            heap_mb=1024,
+        cfg = broker.enter_context(
+            temporary_broker(
+                REPO / ".sandbox" / "kafka-libs", state_dir=tmp / "kafka", heap_mb=1024
+            )
         )
-        broker = LocalKafka(cfg)
-        broker.start(timeout_s=90)
         base = base.model_copy(update={"kafka_bootstrap": cfg.bootstrap})
     sfx = f"{n}-s{args.seed}"
     settings = base.model_copy(
@@ -409,8 +398,7 @@ def main() -> None:
             # Quix counts events after its validation filter: every backfill event is valid.
             rates[QUIX_KEY] = bench_quix(settings, n, tmp, n)
     finally:
-        if broker is not None:
-            broker.stop()
+        broker.close()
 
     cores = os.cpu_count()
     print(
