@@ -288,6 +288,11 @@ def bench_faust(settings: Settings, n: int, log_dir: Path, workers: int) -> Faus
     last = next(b for b in busy if b[1] >= n and b[3] >= b[2])
     # The first busy record already counts up to a second of work: rate between records.
     events = last[1] - first[1]
+    if events <= 0:
+        raise SystemExit(
+            f"stream_bench: the job read all {n:,} events before its second status record "
+            f"(one a second): too few to measure a rate; use more --events"
+        )
     return FaustResult(
         events_per_s=events / ((last[0] - first[0]) / 1000),
         wall_s=wall,
